@@ -1,0 +1,73 @@
+"""The ``charlm`` command: one subcommand per module of ``charlm.commands``.
+
+Exit codes: 0 ok; 1 a runtime failure; 2 a usage or config error. Each error is one line
+on stderr; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+
+from charlm import __version__
+from charlm.errors import CharLMError, UsageError
+from charlm.registry import DISABLE_ENV, PluginLoadWarning
+
+COMMANDS = ["run", "eval", "generate", "export", "data", "list_plugins", "config", "plot"]
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Usage errors as one line (``charlm run: usage error: ...``) and exit 2."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="charlm", description="Byte-level language models: train, evaluate, sample, export.")
+    parser.add_argument("--version", action="version", version=f"charlm {__version__}")
+    parser.add_argument(
+        "--disable-plugins",
+        metavar="NAMES",
+        default="",
+        help=f"comma-separated plugin or distribution names not to load (also ${DISABLE_ENV})",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    import importlib
+
+    for name in COMMANDS:
+        importlib.import_module(f"charlm.commands.{name}").add_parser(sub)
+    return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, PluginLoadWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        print(warnings.formatwarning(message, category, filename, lineno, line), file=sys.stderr, end="")
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.showwarning = _show_warning
+    try:
+        args = build_parser().parse_args(argv)
+        if args.disable_plugins:
+            names = {n for n in os.environ.get(DISABLE_ENV, "").split(",") if n}
+            names |= {n.strip() for n in args.disable_plugins.split(",") if n.strip()}
+            os.environ[DISABLE_ENV] = ",".join(sorted(names))
+        return args.func(args) or 0
+    except CharLMError as exc:
+        print(f"{exc.prefix}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `charlm generate ... | head`
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,12 @@
+"""``charlm generate``: not built yet."""
+
+from charlm.errors import CharLMError
+
+
+def add_parser(sub):
+    parser = sub.add_parser("generate", help="(not built yet)")
+    parser.set_defaults(func=not_built)
+
+
+def not_built(args) -> int:
+    raise CharLMError("charlm generate is not built yet")

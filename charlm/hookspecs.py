@@ -1,0 +1,64 @@
+"""The plugin contract: one hook per kind of component.
+
+Each hook is called with a ``register`` function::
+
+    register(name, factory, config=AttrsClass, help="one line")
+
+``factory`` builds the component; ``config`` is the attrs class that the component's
+table in the job file is structured into (omit it for a component without options).
+The hook names are public API.
+"""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("charlm")
+
+
+@hookspec
+def register_blocks(register):
+    """Blocks: the layers a model stacks (``forward(x, pos, state) -> (y, state)``)."""
+
+
+@hookspec
+def register_attentions(register):
+    """Attention mechanisms used inside blocks."""
+
+
+@hookspec
+def register_positional_encodings(register):
+    """Positional encodings, acting on embeddings or on queries/keys."""
+
+
+@hookspec
+def register_mlps(register):
+    """Feed-forward layers used inside blocks."""
+
+
+@hookspec
+def register_norms(register):
+    """Normalisation layers."""
+
+
+@hookspec
+def register_samplers(register):
+    """Sampling steps for generation: ``(logits[B, V], generator) -> logits or tokens``."""
+
+
+@hookspec
+def register_schedulers(register):
+    """Learning-rate schedules: pure functions of training progress."""
+
+
+@hookspec
+def register_optimizers(register):
+    """Optimizers, built from a model's parameter groups."""
+
+
+@hookspec
+def register_exporters(register):
+    """Export formats: write an artefact and load it back for validation."""
+
+
+@hookspec
+def register_data_sources(register):
+    """Named corpora that ``charlm data pull`` fetches into plain files."""

@@ -1,0 +1,82 @@
+"""What each kind of component provides, and what its factory is called with.
+
+Every factory is called as ``factory(options, **context)``: ``options`` is the instance of
+the attrs class given to ``register(..., config=...)`` (``None`` when there is none) and
+``context`` depends on the kind:
+
+| kind        | context                                   | returns                         |
+|-------------|-------------------------------------------|---------------------------------|
+| block       | model, layer_index, positional            | ``Block`` (an ``nn.Module``)    |
+| attention   | model, layer_index, positional            | ``nn.Module``                   |
+| positional  | model                                     | ``PositionalEncoding``          |
+| mlp         | model                                     | ``nn.Module`` (d_model -> d_model) |
+| norm        | dim                                       | ``nn.Module``                   |
+| sampler     | (none)                                    | ``Sampler``                     |
+| scheduler   | (none)                                    | ``Scheduler``                   |
+| optimizer   | param_groups                              | ``torch.optim.Optimizer``       |
+| exporter    | (none)                                    | ``Exporter``                    |
+| data_source | (none)                                    | ``DataSource``                  |
+
+``model`` is the job's ``ModelConfig``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class Block(Protocol):
+    """One layer of the stack. It owns its parameters' init and its incremental state.
+
+    ``state`` is ``None`` in training (no state is built) and otherwise whatever
+    ``init_state`` returned (batch-first tensors); the model never looks inside it.
+    ``pos`` is the absolute position of ``x[:, 0]``.
+    """
+
+    max_context: int | None  # None: the state does not grow with the sequence
+
+    def forward(self, x: torch.Tensor, pos: int, state: Any) -> tuple[torch.Tensor, Any]: ...
+
+    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> Any: ...
+
+    def no_weight_decay(self) -> set[str]:
+        """Names (relative to the block) of parameters that must not be weight-decayed."""
+        ...
+
+
+class PositionalEncoding(Protocol):
+    """Acts on the embeddings (absolute) and/or on queries and keys (rotary)."""
+
+    def embed(self, x: torch.Tensor, pos: int) -> torch.Tensor: ...
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, pos: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class Sampler(Protocol):
+    """One step of a sampling chain: transforms logits[B, V], or (last in a chain) picks tokens[B]."""
+
+    def __call__(self, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor: ...
+
+
+class Scheduler(Protocol):
+    """The learning-rate multiplier as a pure function of the step and of progress in [0, 1]."""
+
+    def __call__(self, step: int, progress: float) -> float: ...
+
+
+class Exporter(Protocol):
+    suffix: str
+
+    def export(self, model: torch.nn.Module, config: dict, path: Path) -> None: ...
+
+    def load(self, path: Path) -> Any: ...
+
+
+class DataSource(Protocol):
+    def fetch(self, dest: Path) -> list[Path]:
+        """Download and verify the corpus; return its documents as files, in their fixed order."""
+        ...
