@@ -6,9 +6,9 @@ the attrs class given to ``register(..., config=...)`` (``None`` when there is n
 
 | kind        | context                                   | returns                         |
 |-------------|-------------------------------------------|---------------------------------|
-| block       | model, layer_index, positional            | ``Block`` (an ``nn.Module``)    |
-| attention   | model, layer_index, positional            | ``nn.Module``                   |
-| positional  | model                                     | ``PositionalEncoding``          |
+| block       | model, layer_index, positional, max_len   | ``Block`` (an ``nn.Module``)    |
+| attention   | model, layer_index, positional, max_len   | ``nn.Module``                   |
+| positional  | model, max_len                            | ``PositionalEncoding``          |
 | mlp         | model                                     | ``nn.Module`` (d_model -> d_model) |
 | norm        | dim                                       | ``nn.Module``                   |
 | sampler     | (none)                                    | ``Sampler``                     |
@@ -17,7 +17,8 @@ the attrs class given to ``register(..., config=...)`` (``None`` when there is n
 | exporter    | (none)                                    | ``Exporter``                    |
 | data_source | (none)                                    | ``DataSource``                  |
 
-``model`` is the job's ``ModelConfig``.
+``model`` is the job's ``ModelConfig``; ``max_len`` is the context the model is trained at
+(the job's ``seq_len``); ``positional`` is the model's one shared positional encoding.
 """
 
 from __future__ import annotations
