@@ -1,0 +1,120 @@
+"""Checkpoints: atomic save, retention, safe load.
+
+A checkpoint is one ``torch.save`` zip holding a dict of plain data and tensors; it is
+loaded with ``weights_only=True`` (a checkpoint never runs code) after the zip's CRCs are
+checked, so a flipped byte is an error rather than silently wrong weights.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from charlm.errors import CharLMError
+
+FORMAT = "charlm-checkpoint"
+FORMAT_VERSION = 1
+STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
+
+
+def step_path(directory: Path, step: int) -> Path:
+    return Path(directory) / f"step-{step:06d}.pt"
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write to a temporary file, flush and fsync it, then rename: a crash keeps the old file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def verify_zip(path: Path) -> None:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except zipfile.BadZipFile:
+        raise CharLMError(f"{path}: not a charlm checkpoint (not a torch.save zip file, or truncated)") from None
+    except (zipfile.LargeZipFile, OSError, EOFError) as exc:
+        raise CharLMError(f"{path}: cannot read checkpoint ({exc})") from None
+    if bad is not None:
+        raise CharLMError(f"{path}: checkpoint is corrupted (CRC mismatch in {bad}); use an earlier checkpoint")
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CharLMError(f"{path}: no such checkpoint")
+    verify_zip(path)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CharLMError(f"{path}: refusing to load: it holds more than plain weights ({first})") from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CharLMError(f"{path}: cannot load checkpoint ({exc})".splitlines()[0]) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CharLMError(f"{path}: not a charlm checkpoint")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CharLMError(
+            f"{path}: checkpoint format version {payload.get('format_version')} is not supported"
+            f" (this charlm reads version {FORMAT_VERSION})"
+        )
+    return payload
+
+
+def step_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of every ``step-NNNNNN.pt`` in ``directory``, oldest first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := STEP_FILE.match(p.name))]
+    return sorted(found)
+
+
+def prune_checkpoints(directory: str | Path, keep_last: int) -> None:
+    for _, path in step_checkpoints(directory)[:-keep_last]:
+        path.unlink(missing_ok=True)
+
+
+def latest_good_checkpoint(directory: str | Path) -> Path | None:
+    """The newest checkpoint in ``directory`` whose zip checks out (``last.pt`` first)."""
+    directory = Path(directory)
+    candidates = [directory / "last.pt"] + [p for _, p in reversed(step_checkpoints(directory))]
+    for path in candidates:
+        if path.is_file():
+            try:
+                verify_zip(path)
+                return path
+            except CharLMError:
+                continue
+    return None
+
+
+def model_from_checkpoint(payload: dict[str, Any], device: str | torch.device = "cpu"):
+    """Rebuild the trained model (eval mode) and its job config from a loaded checkpoint."""
+    from charlm.config import config_from_dict
+    from charlm.model import ByteLM
+
+    job = config_from_dict(payload["config"], validate=False)
+    model = ByteLM(job.model, max_len=job.seq_len)
+    model.load_state_dict(payload["model"])
+    return model.to(device).eval(), job
