@@ -352,7 +352,7 @@ def validate_job(job: JobConfig, world_size: int | None = None) -> JobConfig:
     device = resolve_device(job.device)
     if job.precision == "fp16" and device.type != "cuda":
         raise ConfigError(f"precision: fp16 needs a CUDA device (device is {device.type}); use bf16 or fp32")
-    for path, spec in _component_specs(job):
+    for path, _, spec in component_specs(job):
         check = getattr(spec.options, "check", None)
         if check is not None:
             try:
@@ -362,15 +362,16 @@ def validate_job(job: JobConfig, world_size: int | None = None) -> JobConfig:
     return job
 
 
-def _component_specs(job: JobConfig):
+def component_specs(job: JobConfig):
+    """``(dotted path, kind, spec)`` of every component the job uses."""
     m = job.model
-    yield "model.block", m.block
+    yield "model.block", "block", m.block
     for i, spec in enumerate(m.layers or []):
-        yield f"model.layers[{i}]", spec
+        yield f"model.layers[{i}]", "block", spec
     for name in ("attention", "positional", "mlp", "norm"):
-        yield f"model.{name}", getattr(m, name)
-    yield "optimizer", job.optimizer
-    yield "scheduler", job.scheduler
+        yield f"model.{name}", name, getattr(m, name)
+    yield "optimizer", "optimizer", job.optimizer
+    yield "scheduler", "scheduler", job.scheduler
 
 
 # ---------------------------------------------------------------- loading

@@ -13,11 +13,12 @@ the attrs class given to ``register(..., config=...)`` (``None`` when there is n
 | norm        | dim                                       | ``nn.Module``                   |
 | sampler     | (none)                                    | ``Sampler``                     |
 | scheduler   | (none)                                    | ``Scheduler``                   |
-| optimizer   | param_groups                              | ``torch.optim.Optimizer``       |
+| optimizer   | model                                     | ``torch.optim.Optimizer``-like  |
 | exporter    | (none)                                    | ``Exporter``                    |
 | data_source | (none)                                    | ``DataSource``                  |
 
-``model`` is the job's ``ModelConfig``; ``max_len`` is the context the model is trained at
+``model`` is the job's ``ModelConfig`` (for an optimizer: the ``nn.Module`` to train, whose
+``no_weight_decay()`` names the parameters never to decay); ``max_len`` is the context the model is trained at
 (the job's ``seq_len``); ``positional`` is the model's one shared positional encoding.
 """
 

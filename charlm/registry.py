@@ -41,6 +41,7 @@ KINDS: dict[str, str] = {
 # name -> module of the plugins that ship with charlm
 BUILTIN_MODULES: dict[str, str] = {
     "schedulers": "charlm.builtin.schedulers",
+    "optimizers": "charlm.builtin.optimizers",
 }
 
 # Components that a known plugin distribution provides, for "is X installed?" hints.

@@ -1,12 +1,22 @@
-"""``charlm run``: not built yet."""
+"""``charlm run JOB [overrides] [--resume auto|PATH]``: train as the job says."""
 
-from charlm.errors import CharLMError
+from charlm.commands import add_job_arguments, load_job
 
 
 def add_parser(sub):
-    parser = sub.add_parser("run", help="(not built yet)")
-    parser.set_defaults(func=not_built)
+    parser = sub.add_parser("run", help="train a model from a job file")
+    add_job_arguments(parser)
+    parser.add_argument(
+        "--resume",
+        metavar="auto|PATH",
+        help="continue from a checkpoint: 'auto' takes the newest good one in the run's checkpoints/",
+    )
+    parser.set_defaults(func=run)
 
 
-def not_built(args) -> int:
-    raise CharLMError("charlm run is not built yet")
+def run(args) -> int:
+    job = load_job(args)
+    from charlm.train import train  # torch-heavy: imported only when training
+
+    train(job, resume=args.resume)
+    return 0

@@ -1,0 +1,103 @@
+"""What a run writes for people and scripts: the console/log-file lines and ``metrics.jsonl``.
+
+``metrics.jsonl`` fields are public API: ``step``, ``loss`` (train, nats/byte), ``lr``,
+``tokens_per_s``, ``elapsed_s``, and ``val_bpb`` on steps where validation ran.
+Weights & Biases and TensorBoard receive the same records when the job configures them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+from charlm.config import LoggingConfig
+from charlm.errors import ConfigError
+
+
+def check_trackers(cfg: LoggingConfig) -> None:
+    """Fail before training when a configured tracker is not installed."""
+    if cfg.wandb_project:
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise ConfigError("logging.wandb_project: wandb is not installed (pip install 'charlm[wandb]')") from None
+    if cfg.tensorboard:
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+        except ImportError:
+            raise ConfigError("logging.tensorboard: tensorboard is not installed (pip install 'charlm[tensorboard]')") from None
+
+
+class RunLog:
+    """Lines to the console and to ``OUT_DIR/train.log``; records to ``metrics.jsonl`` and trackers."""
+
+    def __init__(self, out_dir: Path, cfg: LoggingConfig, config_dict: dict, enabled: bool = True):
+        self.enabled = enabled
+        if not enabled:
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self._log = open(out_dir / "train.log", "a", encoding="utf-8")
+        self._metrics = open(out_dir / "metrics.jsonl", "a", encoding="utf-8")
+        self._wandb = self._tb = None
+        if cfg.wandb_project:
+            import wandb
+
+            self._wandb = wandb.init(project=cfg.wandb_project, name=out_dir.name, config=config_dict)
+        if cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(out_dir / "tensorboard"))
+
+    def line(self, text: str, stream=None) -> None:
+        if not self.enabled:
+            return
+        print(text, file=stream or sys.stdout, flush=True)
+        self._log.write(text + "\n")
+        self._log.flush()
+
+    def record(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        self._metrics.write(json.dumps(record) + "\n")
+        self._metrics.flush()
+        numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
+        if self._wandb is not None:
+            self._wandb.log(numbers, step=record["step"])
+        if self._tb is not None:
+            for key, value in numbers.items():
+                self._tb.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self._log.close()
+        self._metrics.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def progress_line(record: dict, max_steps: int | None, eta_s: float | None) -> str:
+    step = f"step {record['step']}" + (f"/{max_steps}" if max_steps else "")
+    parts = [
+        step,
+        f"loss {record['loss']:.4f}",
+        f"bpb {record['loss'] / math.log(2):.3f}",
+        f"lr {record['lr']:.2e}",
+        f"{record['tokens_per_s'] / 1000:.1f}k tok/s",
+        f"MFU {100 * record['mfu']:.1f}%",
+        f"{format_duration(record['elapsed_s'])} elapsed",
+    ]
+    if "val_bpb" in record:
+        parts.insert(3, f"val_bpb {record['val_bpb']:.4f}")
+    if eta_s is not None:
+        parts.append(f"ETA {format_duration(eta_s)}")
+    return " | ".join(parts)
