@@ -52,7 +52,13 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        # overrides may follow options (`run job.toml --max-steps 5 model.n_layer=2`)
+        if extra and hasattr(args, "overrides") and not any(a.startswith("-") for a in extra):
+            args.overrides += extra
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.disable_plugins:
             names = {n for n in os.environ.get(DISABLE_ENV, "").split(",") if n}
             names |= {n.strip() for n in args.disable_plugins.split(",") if n.strip()}

@@ -86,6 +86,7 @@ class ModelConfig:
     tie_embeddings: bool = True
     logit_softcap: float = attrs.field(default=0.0, validator=_non_negative)  # 0: off
     init_std: float = attrs.field(default=0.02, validator=_positive)
+    zero_init_projections: bool = True  # attention/MLP output projections start at zero
 
     @property
     def kv_heads(self) -> int:
@@ -253,12 +254,15 @@ def structure_attrs(value: Any, cls: type, path: str, registry=None) -> Any:
     for name, field in fields.items():
         fpath = _join(path, name)
         kind = field.metadata.get("component")
+        default = field.default.factory() if isinstance(field.default, attrs.Factory) else field.default
         if name in value:
-            item = structure(value[name], hints[name], fpath, registry, kind)
-        elif field.default is attrs.NOTHING:
+            raw = value[name]
+            if isinstance(default, ComponentSpec) and isinstance(raw, dict) and "kind" not in raw:
+                raw = {"kind": default.kind, **raw}  # options for the default component
+            item = structure(raw, hints[name], fpath, registry, kind)
+        elif default is attrs.NOTHING:
             raise ConfigError(f"{fpath}: missing (required)")
         elif kind is not None:  # a default component still gets its plugin's default options
-            default = field.default.factory() if isinstance(field.default, attrs.Factory) else field.default
             item = None if default is None else structure(_unstructure(default), hints[name], fpath, registry, kind)
         else:
             continue
@@ -283,7 +287,7 @@ def resolve_component(value: Any, kind: str | None, path: str, registry=None) ->
     if isinstance(value, str):
         value = {"kind": value}
     if not isinstance(value, dict) or "kind" not in value:
-        raise ConfigError(f'{path}: expected a {kind} name or a table with "kind", got {value!r}')
+        raise ConfigError(f'{path}: expected the name of a {kind} or a table with "kind", got {value!r}')
     if not isinstance(value["kind"], str):
         raise ConfigError(f"{path}.kind: expected a string, got {value['kind']!r}")
     if registry is None:

@@ -41,7 +41,13 @@ KINDS: dict[str, str] = {
 # name -> module of the plugins that ship with charlm
 BUILTIN_MODULES: dict[str, str] = {
     "schedulers": "charlm.builtin.schedulers",
+    "transformer": "charlm.builtin.transformer",
+    "attention": "charlm.builtin.attention",
+    "positional": "charlm.builtin.positional",
+    "mlp": "charlm.builtin.mlp",
+    "norm": "charlm.builtin.norm",
     "optimizers": "charlm.builtin.optimizers",
+    "samplers": "charlm.builtin.samplers",
 }
 
 # Components that a known plugin distribution provides, for "is X installed?" hints.
@@ -197,7 +203,8 @@ def _charlm_entry_points() -> list[importlib.metadata.EntryPoint]:
         if key not in seen:  # the same distribution found twice on sys.path
             seen.add(key)
             result.append(ep)
-    return result
+    # a fixed order, so that conflicts and listings do not depend on sys.path order
+    return sorted(result, key=lambda ep: (ep.dist.name if ep.dist else "", ep.name))
 
 
 _default: Registry | None = None

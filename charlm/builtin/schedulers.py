@@ -17,12 +17,12 @@ def _warmup(step: int, warmup_steps: int) -> float:
 
 def _non_negative(instance, attribute, value):
     if value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value}")
+        raise ValueError(f"must be >= 0, got {value}")
 
 
 def _fraction(instance, attribute, value):
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{attribute.name} must be in [0, 1], got {value}")
+        raise ValueError(f"must be in [0, 1], got {value}")
 
 
 @attrs.define

@@ -1,0 +1,142 @@
+"""The plugin registry, through real entry points: throwaway distributions on sys.path."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import pytest
+
+from charlm.errors import PluginError
+from charlm.registry import PluginLoadWarning, Registry
+
+
+def make_distribution(site: Path, dist: str, ep_name: str, module: str, source: str, version: str = "1.0") -> None:
+    """A minimal installed distribution: a module plus a .dist-info with a `charlm` entry point."""
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[charlm]\n{ep_name} = {module}\n")
+
+
+GOOD = """
+    import attrs
+    import charlm
+
+    @attrs.define
+    class HalfConfig:
+        floor: float = 0.5
+
+    def half(cfg):
+        return lambda step, progress: max(cfg.floor, 1 - progress)
+
+    @charlm.hookimpl
+    def register_schedulers(register):
+        register("half", half, config=HalfConfig, help="never below half")
+
+    @charlm.hookimpl
+    def register_samplers(register):
+        register("noop", lambda options: (lambda logits, generator: logits), help="does nothing")
+"""
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    return site
+
+
+def test_entry_point_plugin_is_discovered(site):
+    make_distribution(site, "charlm-half", "half", "charlm_half_plugin", GOOD, version="2.3")
+    registry = Registry()
+    info = next(p for p in registry.plugins if p.name == "half")
+    assert (info.distribution, info.version, info.module, info.status) == ("charlm-half", "2.3", "charlm_half_plugin", "ok")
+    assert [c.name for c in info.components["scheduler"]] == ["half"]
+    comp = registry.get("scheduler", "half")
+    assert comp.help == "never below half" and comp.plugin == "half"
+    schedule = comp.factory(comp.config())
+    assert schedule(0, 0.9) == 0.5
+
+
+def test_broken_plugin_warns_and_others_still_load(site):
+    make_distribution(site, "charlm-broken", "broken", "charlm_broken_plugin", "raise RuntimeError('boom')\n")
+    make_distribution(site, "charlm-half", "half", "charlm_half_plugin", GOOD)
+    with pytest.warns(PluginLoadWarning, match=r"'broken' \(charlm-broken 1.0.*boom"):
+        registry = Registry()
+    broken = next(p for p in registry.plugins if p.name == "broken")
+    assert broken.status == "failed" and "RuntimeError: boom" in broken.error
+    assert "half" in registry.names("scheduler")
+
+
+def test_duplicate_component_names_both_plugins(site):
+    make_distribution(site, "charlm-half", "half", "charlm_half_plugin", GOOD)
+    make_distribution(site, "charlm-half-too", "half_too", "charlm_half_too_plugin", GOOD)
+    # entry points load in (distribution, name) order, hooks in kind order: samplers first
+    with pytest.raises(PluginError, match=r"sampler 'noop' is registered by two plugins: 'half' and 'half_too'"):
+        Registry()
+
+
+def test_duplicate_of_a_builtin_is_an_error(site):
+    source = GOOD.replace('register("half"', 'register("cosine"')
+    make_distribution(site, "charlm-cos", "cos", "charlm_cos_plugin", source)
+    with pytest.raises(PluginError, match="'schedulers' and 'cos'"):
+        Registry()
+
+
+def test_two_entry_points_with_one_name_are_both_loaded(site):
+    """pluggy's own loader would silently keep only one of them."""
+    make_distribution(site, "charlm-a", "extra", "charlm_a_plugin", GOOD)
+    make_distribution(site, "charlm-b", "extra", "charlm_b_plugin", GOOD.replace('"half"', '"half_b"').replace('"noop"', '"noop_b"'))
+    registry = Registry()
+    assert {"half", "half_b"} <= set(registry.names("scheduler"))
+
+
+def test_disable_by_plugin_or_distribution_name(site):
+    make_distribution(site, "charlm-half", "half", "charlm_half_plugin", GOOD)
+    for name in ("half", "charlm-half"):
+        registry = Registry(disabled={name})
+        assert next(p for p in registry.plugins if p.name == "half").status == "disabled"
+        assert "half" not in registry.names("scheduler")
+
+
+def test_unknown_component_lists_available_and_hints():
+    registry = Registry(entry_points=False)
+    with pytest.raises(PluginError, match=r'unknown scheduler "cosin" \(available: constant, cosine, wsd\); did you mean "cosine"'):
+        registry.get("scheduler", "cosin")
+    if "ssm" not in registry.names("block"):
+        with pytest.raises(PluginError, match="is charlm-ssm installed"):
+            registry.get("block", "ssm")
+
+
+def run_cli(args, site: Path, **env):
+    environ = {**os.environ, "PYTHONPATH": str(site), **env}
+    return subprocess.run([sys.executable, "-m", "charlm", *args], capture_output=True, text=True, env=environ, timeout=120)
+
+
+def test_list_plugins_json_shows_ok_failed_and_disabled(site):
+    make_distribution(site, "charlm-half", "half", "charlm_half_plugin", GOOD, version="2.3")
+    make_distribution(site, "charlm-broken", "broken", "charlm_broken_plugin", "import not_a_module_anywhere\n")
+    make_distribution(site, "charlm-off", "off", "charlm_off_plugin", GOOD.replace('"half"', '"off"').replace('"noop"', '"noop2"'))
+    proc = run_cli(["--disable-plugins", "off", "list-plugins", "--json"], site)
+    assert proc.returncode == 0, proc.stderr
+    plugins = {p["name"]: p for p in json.loads(proc.stdout)}
+    assert plugins["half"]["status"] == "ok" and plugins["half"]["version"] == "2.3"
+    assert plugins["half"]["components"]["scheduler"] == [{"name": "half", "help": "never below half"}]
+    assert plugins["broken"]["status"] == "failed" and "ModuleNotFoundError" in plugins["broken"]["error"]
+    assert plugins["off"]["status"] == "disabled" and plugins["off"]["components"] == {}
+    assert "warning: plugin 'broken'" in proc.stderr
+    assert plugins["schedulers"]["distribution"] == "charlm"
+
+
+def test_list_plugins_text_and_env_disable(site):
+    make_distribution(site, "charlm-half", "half", "charlm_half_plugin", GOOD)
+    proc = run_cli(["list-plugins"], site, CHARLM_DISABLE_PLUGINS="half")
+    assert proc.returncode == 0
+    assert "half  (charlm-half 1.0, charlm_half_plugin)  [disabled]" in proc.stdout
+    assert "scheduler    cosine" in proc.stdout
