@@ -43,7 +43,7 @@ def ssd_chunked(x, dt, A, B, C, chunk_size: int, state: torch.Tensor | None = No
     with torch.autocast(x.device.type, enabled=False):
         b, T, H, P = x.shape
         N = B.shape[-1]
-        Q = chunk_size
+        Q = min(chunk_size, T)  # a short prefill is one chunk of its own length, not padded to 64
         pad = -T % Q  # padded steps have dt = 0: no decay and no input, so the state passes through
         x, dt, B, C = (F.pad(t.to(dtype), (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, B, C))
         c = (T + pad) // Q
