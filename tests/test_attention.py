@@ -1,0 +1,92 @@
+"""Grouped-query attention against a plain multi-head reference written out here."""
+
+import math
+
+import pytest
+import torch
+
+from charlm.config import config_from_dict
+from charlm.registry import get_registry
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def build_attention(n_kv_head, qk_norm=False, d_model=32, n_head=4):
+    raw = {
+        "model": {
+            "d_model": d_model,
+            "n_head": n_head,
+            "n_kv_head": n_kv_head,
+            "positional": "none",
+            "attention": {"kind": "gqa", "qk_norm": qk_norm},
+        },
+        "data": {"train": "x.bin"},
+        "max_steps": 1,
+    }
+    cfg = config_from_dict(raw).model
+    registry = get_registry()
+    positional = registry.create("positional", cfg.positional, model=cfg, max_len=32)
+    torch.manual_seed(0)
+    attention = registry.create("attention", cfg.attention, model=cfg, layer_index=0, positional=positional, max_len=32)
+    with torch.no_grad():
+        attention.out.weight.normal_(std=0.1)  # zero-initialised: make it count
+    return attention
+
+
+def reference_attention(x, qkv_weight, out_weight, n_head, n_kv_head, qk_norm=False):
+    """Causal softmax attention, head by head; key/value head h // group serves query head h."""
+    batch, length, d_model = x.shape
+    head_dim = d_model // n_head
+    q, k, v = (x @ qkv_weight.t()).split([n_head * head_dim, n_kv_head * head_dim, n_kv_head * head_dim], dim=-1)
+    group = n_head // n_kv_head
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    heads = []
+    for h in range(n_head):
+        qh = q[..., h * head_dim : (h + 1) * head_dim]
+        kh = k[..., (h // group) * head_dim : (h // group + 1) * head_dim]
+        vh = v[..., (h // group) * head_dim : (h // group + 1) * head_dim]
+        if qk_norm:
+            qh = qh / qh.pow(2).mean(-1, keepdim=True).sqrt()
+            kh = kh / kh.pow(2).mean(-1, keepdim=True).sqrt()
+        scores = (qh @ kh.transpose(1, 2)) / math.sqrt(head_dim)
+        weights = scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
+        heads.append(weights @ vh)
+    return torch.cat(heads, dim=-1) @ out_weight.t()
+
+
+def test_gqa_with_as_many_kv_heads_as_heads_is_plain_multi_head_attention():
+    attention = build_attention(n_kv_head=4)
+    x = torch.randn(2, 10, 32)
+    with torch.no_grad():
+        y, state = attention(x, 0, None)
+        expected = reference_attention(x, attention.qkv.weight, attention.out.weight, 4, 4)
+    assert state is None
+    assert (y - expected).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("n_kv_head", [1, 2])
+def test_gqa_shares_each_kv_head_across_its_group(n_kv_head):
+    attention = build_attention(n_kv_head=n_kv_head, qk_norm=True)
+    x = torch.randn(2, 10, 32)
+    with torch.no_grad():
+        y, _ = attention(x, 0, None)
+        expected = reference_attention(x, attention.qkv.weight, attention.out.weight, 4, n_kv_head, qk_norm=True)
+    assert (y - expected).abs().max() < 1e-4
+
+
+def test_several_queries_against_a_cache_are_masked_from_their_own_start():
+    attention = build_attention(n_kv_head=2)
+    x = torch.randn(1, 9, 32)
+    with torch.no_grad():
+        full, _ = attention(x, 0, None)
+        cache = attention.init_state(1, 16, "cpu", torch.float32)
+        first, cache = attention(x[:, :4], 0, cache)
+        rest, cache = attention(x[:, 4:], 4, cache)
+    assert cache.length == 9
+    assert (torch.cat([first, rest], dim=1) - full).abs().max() < 1e-5

@@ -1,0 +1,189 @@
+"""ByteLM: built-in configurations, the three run modes, counts, errors."""
+
+import math
+
+import pytest
+import torch
+
+from charlm.config import config_from_dict
+from charlm.errors import CharLMError, ConfigError
+from charlm.model import ByteLM
+from charlm.testing import check_model
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models on a shared CPU: threads only add hand-off waits
+    yield
+    torch.set_num_threads(threads)
+
+
+def model_config(**model):
+    raw = {"model": {"d_model": 32, "n_layer": 2, "n_head": 4, **model}, "data": {"train": "x.bin"}, "max_steps": 1}
+    return config_from_dict(raw).model
+
+
+def randomised(cfg, max_len=32, seed=0):
+    """A model whose zero-initialised weights are random, so that outputs are not trivially equal."""
+    torch.manual_seed(seed)
+    model = ByteLM(cfg, max_len).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(std=0.05)
+    return model
+
+
+BUILTIN_CONFIGS = {
+    "defaults": {},
+    "learned-mqa-gelu-layernorm-untied-softcap": {
+        "positional": "learned",
+        "n_kv_head": 1,
+        "mlp": "gelu",
+        "norm": "layernorm",
+        "tie_embeddings": False,
+        "logit_softcap": 15.0,
+    },
+    "nope-mha-relu2-plain-init": {
+        "positional": "none",
+        "n_kv_head": 4,
+        "mlp": {"kind": "relu2", "hidden": 48},
+        "attention": {"kind": "gqa", "qk_norm": False},
+        "zero_init_projections": False,
+    },
+    "rope-theta-gqa": {"positional": {"kind": "rope", "theta": 500.0}, "n_kv_head": 2},
+}
+
+
+@pytest.mark.parametrize("name", BUILTIN_CONFIGS)
+def test_builtin_configuration_passes_the_block_contract(name):
+    check_model(model_config(**BUILTIN_CONFIGS[name]), max_len=24)
+
+
+@pytest.mark.parametrize("n_kv_head", [1, 2, 4])
+@pytest.mark.parametrize("positional", ["rope", "learned", "none"])
+def test_prefill_then_decode_equals_full_forward(positional, n_kv_head):
+    model = randomised(model_config(positional=positional, n_kv_head=n_kv_head))
+    idx = torch.randint(0, 256, (2, 20))
+    with torch.no_grad():
+        full, _ = model(idx)
+
+        states = model.init_states(2, 32, "cpu", torch.float32)
+        prefill, states = model(idx[:, :8], pos=0, states=states)
+        steps = [prefill]
+        for t in range(8, 20):
+            logits, states = model(idx[:, t : t + 1], pos=t, states=states)
+            steps.append(logits)
+        assert (torch.cat(steps, dim=1) - full).abs().max() < 1e-4
+
+        states = model.init_states(2, 32, "cpu", torch.float32)
+        pieces = []
+        for start, end in [(0, 5), (5, 6), (6, 13), (13, 20)]:
+            logits, states = model(idx[:, start:end], pos=start, states=states)
+            pieces.append(logits)
+        assert (torch.cat(pieces, dim=1) - full).abs().max() < 1e-4
+
+
+def test_changing_a_byte_changes_only_later_logits():
+    model = randomised(model_config())
+    idx = torch.randint(0, 256, (1, 16))
+    changed = idx.clone()
+    changed[0, 9] = (idx[0, 9] + 1) % 256
+    with torch.no_grad():
+        before, _ = model(idx)
+        after, _ = model(changed)
+    assert torch.equal(before[:, :9], after[:, :9])
+    assert not torch.allclose(before[:, 9:], after[:, 9:])
+
+
+def test_parameter_count_matches_a_hand_count():
+    d, n_head, n_kv_head, hidden, n_layer, max_len = 32, 4, 2, 64, 2, 16
+    head_dim = d // n_head
+    attention = d * (n_head + 2 * n_kv_head) * head_dim + n_head * head_dim * d
+    mlp = d * 2 * hidden + hidden * d  # swiglu: gate and up, down
+    per_layer = attention + mlp + 2 * d  # two RMSNorm gains
+    embedding = 256 * d
+    tied = embedding + n_layer * per_layer + d
+
+    cfg = model_config(n_kv_head=n_kv_head, mlp={"kind": "swiglu", "hidden": hidden})
+    model = ByteLM(cfg, max_len)
+    assert model.num_parameters() == tied
+    assert model.num_parameters(non_embedding=True) == tied - embedding
+
+    untied = ByteLM(model_config(n_kv_head=2, mlp={"kind": "swiglu", "hidden": hidden}, tie_embeddings=False), max_len)
+    assert untied.num_parameters() == tied + 256 * d
+
+    learned = ByteLM(model_config(n_kv_head=2, mlp={"kind": "swiglu", "hidden": hidden}, positional="learned"), max_len)
+    assert learned.num_parameters() == tied + max_len * d
+    assert learned.num_parameters(non_embedding=True) == tied - embedding
+    # the shared table is stored once, not once per layer
+    assert [k for k in learned.state_dict() if "positional" in k] == ["positional.table.weight"]
+
+
+def test_flops_per_byte_is_6n_plus_the_attention_term():
+    cfg = model_config(n_kv_head=2)
+    model = ByteLM(cfg, 64)
+    matmul_params = model.num_parameters(non_embedding=True) + 256 * 32  # the tied head still multiplies
+    assert model.flops_per_byte(64) == 6 * matmul_params + 2 * 12 * 32 * 64
+
+
+def test_no_weight_decay_names_norms_and_embeddings_only():
+    model = ByteLM(model_config(positional="learned", tie_embeddings=False), 16)
+    names = model.no_weight_decay()
+    assert {"embed.weight", "positional.table.weight", "norm.weight", "blocks.1.norm_mlp.weight"} <= names
+    assert not any(n.endswith(("qkv.weight", "out.weight", "down.weight")) for n in names)
+    assert "head.weight" not in names
+    assert names <= dict(model.named_parameters()).keys()
+
+
+def test_zero_init_projections_make_every_block_the_identity():
+    model = ByteLM(model_config(tie_embeddings=False), 16)
+    assert not model.blocks[0].attn.out.weight.any() and not model.blocks[1].mlp.down.weight.any()
+    logits, _ = model(torch.randint(0, 256, (2, 8)))
+    assert torch.equal(logits, torch.zeros_like(logits))  # and the zero head predicts uniform bytes
+
+    plain = ByteLM(model_config(zero_init_projections=False), 16)
+    std = plain.blocks[0].attn.out.weight.std().item()
+    assert std == pytest.approx(0.02 / math.sqrt(2 * 2), rel=0.2)
+
+
+def test_logit_softcap_bounds_the_logits():
+    model = randomised(model_config(logit_softcap=2.0))
+    with torch.no_grad():
+        model.embed.weight.mul_(100)
+        logits, _ = model(torch.randint(0, 256, (1, 8)))
+    assert logits.abs().max() <= 2.0  # tanh saturates to exactly the cap in float32
+
+
+def test_max_context_is_the_trained_context_for_attention():
+    model = ByteLM(model_config(), 48)
+    assert model.max_len == 48 and model.max_context == 48
+
+
+def test_rope_with_an_odd_head_dim_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"model.positional: rope .* even head dim.* = 3"):
+        model_config(d_model=12, n_head=4)
+
+
+def test_decoding_past_a_full_cache_or_the_learned_table_says_what_to_do():
+    model = ByteLM(model_config(), 8)
+    states = model.init_states(1, 4, "cpu", torch.float32)
+    with pytest.raises(CharLMError, match="KV cache full.*re-window"):
+        model(torch.zeros(1, 5, dtype=torch.long), pos=0, states=states)
+
+    learned = ByteLM(model_config(positional="learned"), 8)
+    with pytest.raises(CharLMError, match="learned positions cover 8 bytes"):
+        learned(torch.zeros(1, 2, dtype=torch.long), pos=7)
+
+
+def test_bf16_autocast_decode_with_a_float32_cache():
+    model = randomised(model_config())
+    idx = torch.randint(0, 256, (2, 12))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        full, _ = model(idx)
+        states = model.init_states(2, 16, "cpu", torch.float32)
+        prefill, states = model(idx[:, :6], states=states)
+        step, states = model(idx[:, 6:7], pos=6, states=states)
+    assert full.dtype == torch.float32 and step.dtype == torch.float32
+    assert (torch.cat([prefill, step], 1) - full[:, :7]).abs().max() < 0.1
