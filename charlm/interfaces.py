@@ -79,6 +79,16 @@ class Exporter(Protocol):
 
 
 class DataSource(Protocol):
+    """A named corpus. ``charlm data pull NAME --out DIR`` calls ``fetch(DIR / "raw")``, then
+    packs the returned files as ``charlm data prepare`` does (a file is one document; a
+    ``.jsonl`` file one per record) and records ``provenance()`` in ``DIR/meta.json``."""
+
     def fetch(self, dest: Path) -> list[Path]:
-        """Download and verify the corpus; return its documents as files, in their fixed order."""
+        """Download and verify the corpus into ``dest``, reusing a verified copy an earlier
+        fetch left there; return its documents as files, in their fixed order. A failure
+        raises ``CharLMError`` saying what failed and what to do, and leaves no partial file."""
+        ...
+
+    def provenance(self) -> dict:
+        """Where the corpus comes from (URL, digest, ...), as plain JSON values."""
         ...

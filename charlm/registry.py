@@ -41,6 +41,7 @@ KINDS: dict[str, str] = {
 # name -> module of the plugins that ship with charlm
 BUILTIN_MODULES: dict[str, str] = {
     "schedulers": "charlm.builtin.schedulers",
+    "data_sources": "charlm.builtin.data_sources",
     "transformer": "charlm.builtin.transformer",
     "attention": "charlm.builtin.attention",
     "positional": "charlm.builtin.positional",
