@@ -67,8 +67,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CharLMError(f"{path}: refusing to load: it holds more than plain weights ({first})") from None
+        # torch's message is a page long; its "WeightsUnpickler error" line names the culprit
+        lines = [ln.strip() for ln in str(exc).splitlines() if "Unpickler error" in ln] or [type(exc).__name__]
+        raise CharLMError(f"{path}: refusing to load: it holds more than plain weights ({lines[0]})") from None
     except (RuntimeError, EOFError, OSError) as exc:
         raise CharLMError(f"{path}: cannot load checkpoint ({exc})".splitlines()[0]) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

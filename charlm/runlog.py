@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 from charlm.config import LoggingConfig
@@ -50,10 +49,11 @@ class RunLog:
 
             self._tb = SummaryWriter(str(out_dir / "tensorboard"))
 
-    def line(self, text: str, stream=None) -> None:
+    def line(self, text: str, console: bool = True) -> None:
         if not self.enabled:
             return
-        print(text, file=stream or sys.stdout, flush=True)
+        if console:
+            print(text, flush=True)
         self._log.write(text + "\n")
         self._log.flush()
 

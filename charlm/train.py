@@ -47,7 +47,7 @@ def plugin_versions(job: JobConfig) -> dict[str, str]:
     """Versions of charlm, torch and of each plugin that provides a component of this job."""
     registry = get_registry()
     by_name = {p.name: p for p in registry.plugins}
-    versions = {"charlm": charlm.__version__, "torch": torch.__version__, "python": platform.python_version()}
+    versions = {"charlm": charlm.__version__, "torch": str(torch.__version__), "python": platform.python_version()}
     for _, kind, spec in component_specs(job):
         plugin = by_name[registry.get(kind, spec.kind).plugin]
         versions[f"plugin:{plugin.name}"] = f"{plugin.distribution} {plugin.version}"
@@ -123,7 +123,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type) if job.precision == "fp16" else None
 
         self.step = 0
-        self.micro_batches = 0  # the data position: micro-batches this rank has read
+        self.data_start: tuple[int, int] | dict = (0, 0)  # where this rank's batch stream starts
         self.elapsed = 0.0  # the budget clock
         self.tokens = 0
         if resume:
@@ -162,7 +162,7 @@ class Trainer:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.step = payload["step"]
-        self.micro_batches = payload["micro_batches"]
+        self.data_start = payload["data"]
         self.elapsed = payload["elapsed_s"]
         self.tokens = payload["tokens"]
         set_rng_state(payload["rng"])
@@ -200,7 +200,6 @@ class Trainer:
         for i in range(self.accum):
             x, y = next(batches)
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            self.micro_batches += 1
             sync = contextlib.nullcontext() if not self.dist.enabled or i == self.accum - 1 else self.forward.no_sync()
             with sync:
                 with self.autocast():
@@ -267,7 +266,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
-            "micro_batches": self.micro_batches,
+            "data": self.batches.state_dict(),
             "elapsed_s": self.elapsed,
             "tokens": self.tokens,
             "rng": rng_state(),
@@ -304,7 +303,7 @@ class Trainer:
         if getattr(self, "_resumed_from", None):
             self.log.line(f"resumed from {self._resumed_from} at step {self.step}")
         for line in config_to_toml(job).splitlines():
-            self.log.line(f"  {line}")
+            self.log.line(f"  {line}", console=False)
 
     def run(self) -> dict:
         job = self.job
@@ -314,25 +313,24 @@ class Trainer:
         self.header()
         peak = matmul_peak_flops(str(self.device), torch.float32 if job.precision == "fp32" else self.autocast_dtype)
         flops_per_token = self.model.flops_per_byte(job.seq_len)
-        epoch, k = divmod(self.micro_batches, self.train_data.batches_per_epoch)
-        batches = iter(self.train_data.loader(num_workers=job.data.num_workers, start=(epoch, k)))
+        self.batches = self.train_data.loader(num_workers=job.data.num_workers, start=self.data_start)
         self.model.train()
         if job.compile == "auto":
             t0 = time.perf_counter()
             self._try_compile()
             self.elapsed += time.perf_counter() - t0
-        last = {"time": time.perf_counter(), "tokens": self.tokens, "step": self.step}
+        last = {"elapsed": self.elapsed, "tokens": self.tokens, "step": self.step}
         result = {"step": self.step}
         with StopSignal() as stop:
             while not self.done():
                 t0 = time.perf_counter()
-                loss, grad_norm = self.train_step(batches)
+                loss, grad_norm = self.train_step(self.batches)
                 self.elapsed += time.perf_counter() - t0
                 record = None
                 validate = bool(job.logging.eval_every) and self.step % job.logging.eval_every == 0 and self.val_split is not None
                 if self.step % job.logging.log_every == 0 or validate or self.done():
-                    now = time.perf_counter()
-                    tok_s = (self.tokens - last["tokens"]) / max(now - last["time"], 1e-9)
+                    # throughput over training time only: validation and checkpoints are not training
+                    tok_s = (self.tokens - last["tokens"]) / max(self.elapsed - last["elapsed"], 1e-9)
                     record = {
                         "step": self.step,
                         "loss": loss,
@@ -350,7 +348,7 @@ class Trainer:
                 if record is not None:
                     self.log.record(record)
                     self.log.line(progress_line(record, job.max_steps, self._eta(last)))
-                    last = {"time": time.perf_counter(), "tokens": self.tokens, "step": self.step}
+                    last = {"elapsed": self.elapsed, "tokens": self.tokens, "step": self.step}
                 if distributed.any_rank(stop.received is not None, self.dist, self.device):
                     path = self.save()
                     self.log.line(
@@ -379,7 +377,7 @@ class Trainer:
             eta = float("inf")
         steps_done = self.step - last["step"]
         if job.max_steps is not None and steps_done:
-            per_step = (time.perf_counter() - last["time"]) / steps_done
+            per_step = (self.elapsed - last["elapsed"]) / steps_done
             eta = min(eta, (job.max_steps - self.step) * per_step)
         return None if math.isinf(eta) else max(0.0, eta)
 
