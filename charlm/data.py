@@ -183,6 +183,8 @@ class PackedDataset:
     ``x, y = ds.batch(epoch, k)``: LongTensors ``[batch_size, seq_len]``, ``y`` is ``x``
     shifted by one byte. Windows do not overlap (beyond the one byte that ``y`` adds);
     the windows left over after the last full batch of an epoch are skipped that epoch.
+    Batches are independent of the split's document boundaries: a window may span two
+    documents, with the separator byte between them.
     """
 
     def __init__(self, split: Split | str | Path, seq_len: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
@@ -194,8 +196,11 @@ class PackedDataset:
         n_bytes = len(self.split)
         if n_bytes < seq_len + 1:
             raise CharLMError(f"{self.split.path}: {n_bytes} bytes, fewer than seq_len + 1 = {seq_len + 1}")
-        self.windows = (n_bytes - 1) // seq_len
-        self.slack = n_bytes - 1 - self.windows * seq_len  # room to shift the window grid each epoch
+        windows = (n_bytes - 1) // seq_len
+        # One window is given up, when there are several, so that each epoch can shift the
+        # grid by any of seq_len offsets: the bytes at window edges change between epochs.
+        self.windows = windows - 1 if windows > 1 else windows
+        self.slack = n_bytes - 1 - self.windows * seq_len
         self.batches_per_epoch = self.windows // (batch_size * world_size)
         if self.batches_per_epoch == 0:
             raise CharLMError(
@@ -239,12 +244,12 @@ class PackedDataset:
         return BatchLoader(self, epoch * self.batches_per_epoch + k, num_workers)
 
     def identity(self) -> dict:
-        """What a saved position is only valid for."""
+        """What a saved position is only valid for. Not the rank: every rank is at the same
+        position, so the one checkpoint rank 0 writes resumes them all."""
         return {
             "seed": self.seed,
             "seq_len": self.seq_len,
             "batch_size": self.batch_size,
-            "rank": self.rank,
             "world_size": self.world_size,
             "windows": self.windows,
         }

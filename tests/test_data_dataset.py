@@ -48,7 +48,14 @@ def test_batch_shapes_and_targets(split_path):
     for row_x, row_y in zip(x, y):
         start = tokens.find(bytes(row_x.tolist()))
         assert start >= 0 and tokens[start + 1 : start + SEQ + 1] == bytes(row_y.tolist())
-    assert ds.batches_per_epoch == ((len(split) - 1) // SEQ) // BATCH
+    assert ds.batches_per_epoch == ((len(split) - 1) // SEQ - 1) // BATCH
+
+
+def test_window_grid_shifts_between_epochs(split_path):
+    ds = PackedDataset(split_path, SEQ, BATCH, seed=1)
+    tokens = bytes(open_split(split_path).tokens)
+    phases = {tokens.find(bytes(ds.batch(epoch, 0)[0][0].tolist())) % SEQ for epoch in range(8)}
+    assert len(phases) > 1
 
 
 def test_batches_are_a_pure_function(split_path):
@@ -85,6 +92,28 @@ def test_loader_stream_is_the_same_for_0_and_2_workers(split_path):
     assert_same_stream(take(ds.loader(num_workers=2, start=(0, 3)), n), expected)
 
 
+class SeedProbe(PackedDataset):
+    """Yields the torch seed its loader worker runs with instead of data."""
+
+    def batch(self, epoch, k):
+        return torch.tensor(torch.initial_seed()), torch.tensor(epoch)
+
+
+def test_workers_are_seeded_from_seed_epoch_rank_and_worker(split_path):
+    def seeds(seed, rank):
+        ds = SeedProbe(split_path, SEQ, BATCH, seed=seed, rank=rank, world_size=2)
+        n = 2 * ds.batches_per_epoch  # two epochs, each worker taking every other batch
+        return [(int(s), int(e)) for s, e in itertools.islice(ds.loader(num_workers=2), n)]
+
+    first = seeds(1, 0)
+    assert first == seeds(1, 0)
+    per_worker_epoch = {(g % 2, e): s for g, (s, e) in enumerate(first)}
+    assert len(set(per_worker_epoch.values())) == 4  # 2 workers x 2 epochs
+    assert all(per_worker_epoch[(g % 2, e)] == s for g, (s, e) in enumerate(first))
+    assert set(s for s, _ in seeds(1, 1)).isdisjoint(per_worker_epoch.values())
+    assert set(s for s, _ in seeds(2, 0)).isdisjoint(per_worker_epoch.values())
+
+
 def test_resume_mid_epoch_from_state_dict(split_path):
     ds = PackedDataset(split_path, SEQ, BATCH, seed=1)
     uninterrupted = take(ds.loader(), 2 * ds.batches_per_epoch)
@@ -95,6 +124,12 @@ def test_resume_mid_epoch_from_state_dict(split_path):
     assert all(isinstance(v, int) for v in state.values())
     resumed = PackedDataset(split_path, SEQ, BATCH, seed=1).loader(start=state)
     assert_same_stream(before + take(resumed, ds.batches_per_epoch - 2), uninterrupted)
+
+
+def test_rank_0_position_resumes_every_rank(split_path):
+    state = PackedDataset(split_path, SEQ, BATCH, seed=1, rank=0, world_size=2).loader(start=(1, 1)).state_dict()
+    rank1 = PackedDataset(split_path, SEQ, BATCH, seed=1, rank=1, world_size=2)
+    assert torch.equal(next(rank1.loader(start=state))[0], rank1.batch(1, 1)[0])
 
 
 def test_resume_refuses_another_stream(split_path):
