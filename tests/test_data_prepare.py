@@ -124,6 +124,13 @@ def test_bad_record_exits_1_and_writes_nothing(tmp_path, capsys):
     assert list((tmp_path / "o").iterdir()) == []
 
 
+def test_unwritable_out_exits_1(tmp_path, capsys):
+    (tmp_path / "a").write_bytes(b"A")
+    (tmp_path / "taken").write_bytes(b"a file, not a directory")
+    code, captured = prepare_cli(capsys, tmp_path / "a", "--out", tmp_path / "taken", "--val-fraction", "0")
+    assert code == 1 and captured.err.startswith("error: ") and "taken" in captured.err
+
+
 def test_truncated_gzip_is_a_clear_error(tmp_path):
     (tmp_path / "t.gz").write_bytes(gzip.compress(b"x" * 10_000)[:-20])
     with pytest.raises(CharLMError, match="cannot read .*t.gz"):

@@ -1,9 +1,10 @@
 """``charlm data prepare INPUT... --out DIR`` and ``charlm data pull NAME --out DIR``."""
 
 import argparse
+from contextlib import contextmanager
 from pathlib import Path
 
-from charlm.errors import UsageError
+from charlm.errors import CharLMError, UsageError
 from charlm.prepare import prepare
 from charlm.registry import get_registry
 
@@ -15,7 +16,7 @@ def add_parser(sub):
     prep = actions.add_parser(
         "prepare",
         help="pack files, directories, globs, .jsonl and .gz files into train/val splits",
-        description="One file, or one JSONL record, is one document. Documents are joined by the separator byte.",
+        description="One file, or one JSONL record, is one document; each document is followed by the separator byte.",
     )
     prep.add_argument("inputs", nargs="+", metavar="INPUT", help="file, directory (recursive), glob, .jsonl or .gz")
     _add_split_arguments(prep)
@@ -57,16 +58,26 @@ def _indices(text: str) -> list[int]:
     return values
 
 
+@contextmanager
+def _file_errors():
+    """A full disk or an unwritable --out is the user's to fix, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise CharLMError(f"{exc.filename or 'file system'}: {exc.strerror or exc}") from exc
+
+
 def run_prepare(args) -> int:
-    meta = prepare(
-        args.inputs,
-        args.out,
-        jsonl_field=args.jsonl_field,
-        separator=args.separator,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        val_inputs=args.val_inputs,
-    )
+    with _file_errors():
+        meta = prepare(
+            args.inputs,
+            args.out,
+            jsonl_field=args.jsonl_field,
+            separator=args.separator,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            val_inputs=args.val_inputs,
+        )
     _report(args.out, meta)
     return 0
 
@@ -76,17 +87,18 @@ def run_pull(args) -> int:
     source = component.factory(component.config() if component.config else None)
     if args.val_docs and args.val_fraction is not None:
         raise UsageError("choose one split rule: --val-fraction and --val-docs were both given")
-    files = source.fetch(Path(args.out) / "raw")
-    meta = prepare(
-        files,
-        args.out,
-        jsonl_field=args.jsonl_field,
-        separator=args.separator,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        val_docs=args.val_docs,
-        source={"name": args.name, **source.provenance()},
-    )
+    with _file_errors():
+        files = source.fetch(Path(args.out) / "raw")
+        meta = prepare(
+            files,
+            args.out,
+            jsonl_field=args.jsonl_field,
+            separator=args.separator,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            val_docs=args.val_docs,
+            source={"name": args.name, **source.provenance()},
+        )
     _report(args.out, meta)
     return 0
 
