@@ -87,15 +87,16 @@ class SSMBlock(nn.Module):
         return conv_tail, ssm
 
     def _conv(self, xBC: torch.Tensor, tail: torch.Tensor | None):
-        """Causal depthwise conv over time; [b, T, C] -> [b, T, C] and the new tail (or None)."""
+        """Causal depthwise conv over time: [b, T, C] -> [b, T, C], and the new tail (None without a state)."""
         xBC = xBC.transpose(1, 2)
         if tail is None:
-            out = self.conv(F.pad(xBC, (self.d_conv - 1, 0)))
+            return self.conv(F.pad(xBC, (self.d_conv - 1, 0))).transpose(1, 2), None
+        window = torch.cat([tail.to(xBC.dtype), xBC], dim=-1)
+        if xBC.shape[-1] == 1:  # decode: a weighted sum over the window costs less than a conv1d call
+            out = (window * self.conv.weight[:, 0]).sum(-1, keepdim=True) + self.conv.bias[:, None]
         else:
-            xBC = torch.cat([tail.to(xBC.dtype), xBC], dim=-1)
-            out = self.conv(xBC)
-            tail = xBC[..., xBC.shape[-1] - (self.d_conv - 1) :]
-        return out.transpose(1, 2), tail
+            out = self.conv(window)
+        return out.transpose(1, 2), window[..., window.shape[-1] - (self.d_conv - 1) :]
 
     def forward(self, x: torch.Tensor, pos: int = 0, state=None):
         b, T, _ = x.shape
