@@ -23,7 +23,11 @@ def add_parser(sub):
     prep.add_argument("--val-inputs", nargs="+", default=[], metavar="PATH", help="the validation documents, instead of a random split")
     prep.set_defaults(func=run_prepare)
 
-    pull = actions.add_parser("pull", help="download a named corpus and pack it like prepare")
+    pull = actions.add_parser(
+        "pull",
+        help="download a named corpus and pack it like prepare",
+        description="Downloads and verifies the corpus into DIR/raw (kept, so a re-run is offline), then packs it like prepare.",
+    )
     pull.add_argument("name", help="data source (see charlm list-plugins): e.g. shakespeare, tinyshakespeare")
     _add_split_arguments(pull)
     pull.add_argument("--val-docs", type=_indices, default=[], metavar="I,J,...", help="indices of the source's documents (in its fixed order) to hold out")
