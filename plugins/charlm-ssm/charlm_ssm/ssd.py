@@ -47,34 +47,36 @@ def ssd_chunked(x, dt, A, B, C, chunk_size: int, state: torch.Tensor | None = No
         pad = -T % Q  # padded steps have dt = 0: no decay and no input, so the state passes through
         x, dt, B, C = (F.pad(t.to(dtype), (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, B, C))
         c = (T + pad) // Q
-        x, dt = x.view(b, c, Q, H, P), dt.view(b, c, Q, H)
-        B, C = B.view(b, c, Q, N), C.view(b, c, Q, N)
+        # heads lead, so every product below is a plain batched matmul over contiguous [Q, .] blocks
+        x = x.view(b, c, Q, H, P).permute(0, 3, 1, 2, 4)  # [b, H, c, Q, P]
+        dt = dt.view(b, c, Q, H).permute(0, 3, 1, 2)  # [b, H, c, Q]
+        B, C = B.view(b, 1, c, Q, N), C.view(b, 1, c, Q, N)  # one B and C for all heads
 
-        xdt = x * dt[..., None]  # the discretised input
-        log_a = (dt * A.to(dtype)).permute(0, 3, 1, 2)  # [b, H, c, Q], <= 0
+        xdt = (x * dt[..., None]).contiguous()  # the discretised input
+        log_a = dt * A.to(dtype)[:, None, None]  # [b, H, c, Q], <= 0
         seg = segsum(log_a)  # [b, H, c, Q, Q]: log decay from step j to step i inside a chunk
 
         # 1. inside each chunk: decay-masked "attention" of C over B
-        scores = C @ B.transpose(-1, -2)  # [b, c, Q, Q]
-        y = torch.einsum("bhcls,bcshp->bclhp", scores[:, None] * seg.exp(), xdt)
+        scores = C @ B.transpose(-1, -2)  # [b, 1, c, Q, Q]
+        y = (scores * seg.exp()) @ xdt  # [b, H, c, Q, P]
 
         # 2. what each chunk adds to the state at its own end
-        to_end = seg[..., -1, :].exp().permute(0, 2, 3, 1)  # [b, c, Q, H]
-        chunk_states = torch.einsum("bcln,bclhp->bchpn", B, xdt * to_end[..., None])
+        to_end = seg[..., -1, :].exp()  # [b, H, c, Q]
+        chunk_states = (xdt * to_end[..., None]).transpose(-1, -2) @ B  # [b, H, c, P, N]
 
         # 3. across chunks: the state entering each chunk, a (c+1)-step recurrence done as one
         #    matrix product with the same segment sums over the chunks' total decays
         if state is None:
             state = x.new_zeros(b, H, P, N)
-        states = torch.cat([state.to(dtype)[:, None], chunk_states], dim=1)  # [b, c+1, H, P, N]
+        states = torch.cat([state.to(dtype)[:, :, None], chunk_states], dim=2)  # [b, H, c+1, P, N]
         carry = segsum(F.pad(log_a.sum(-1), (1, 0))).exp()  # [b, H, c+1, c+1]
-        states = torch.einsum("bhzc,bchpn->bzhpn", carry, states)
-        entering, final = states[:, :-1], states[:, -1]
+        states = (carry @ states.flatten(3)).view(b, H, c + 1, P, N)
+        entering, final = states[:, :, :-1], states[:, :, -1]
 
         # 4. the entering state, decayed to each step, read out by C
-        from_start = log_a.cumsum(-1).exp().permute(0, 2, 3, 1)  # [b, c, Q, H], bounded by one chunk
-        y = y + torch.einsum("bcln,bchpn->bclhp", C, entering) * from_start[..., None]
-        return y.reshape(b, c * Q, H, P)[:, :T], final
+        from_start = log_a.cumsum(-1).exp()  # [b, H, c, Q], bounded by one chunk
+        y = y + (C @ entering.transpose(-1, -2)) * from_start[..., None]
+        return y.permute(0, 2, 3, 1, 4).reshape(b, c * Q, H, P)[:, :T], final
 
 
 def ssd_step(x, dt, A, B, C, state: torch.Tensor):
