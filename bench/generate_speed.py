@@ -1,0 +1,94 @@
+"""Generation speed: bytes/s for 256, 1024 and 4096 new bytes, cached vs uncached, batch 1 and 8.
+
+The model is the micro shape (configs/micro.toml when present, else 4 layers, d_model 128,
+4 heads, 2 kv heads, seq_len 128) with random weights: speed does not depend on training.
+"uncached" re-runs the full forward over the window for every byte; "compiled" is the
+cached path with a ``torch.compile``d decode step (its compile time is reported apart).
+The context window is the trained seq_len with the default ``recompute`` policy, so long
+runs include the re-encodes. Timings on a shared machine are noisy.
+
+    python bench/generate_speed.py [--lengths 256 1024 4096] [--batches 1 8] [--compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from charlm.config import config_from_dict, load_config
+from charlm.generate import LanguageModel, build_sampler, sample_tokens
+from charlm.model import ByteLM
+
+MICRO = Path(__file__).resolve().parent.parent / "configs" / "micro.toml"
+FALLBACK = {
+    "max_steps": 1,
+    "seq_len": 128,
+    "model": {"d_model": 128, "n_layer": 4, "n_head": 4, "n_kv_head": 2},
+}
+PROMPT = b"ROMEO.\nBut soft, what light through yonder window breaks?\n"
+
+
+def micro_job():
+    if MICRO.is_file():
+        return load_config(MICRO, ["device=\"cpu\""]), str(MICRO)
+    return config_from_dict(FALLBACK), "built-in micro shape"
+
+
+def run(lm: LanguageModel, new: int, batch: int, cache: bool, decode_step=None) -> float:
+    """Seconds to generate ``new`` bytes for ``batch`` samples, prefill included."""
+    window = lm.window()
+    sampler = build_sampler(temperature=1.0)
+    generator = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    for _ in sample_tokens(lm.model, PROMPT, new, sampler, window, generator, batch, cache, decode_step):
+        pass
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--compile", action="store_true", help="also time a torch.compile'd decode step")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    torch.manual_seed(0)
+    job, source = micro_job()
+    model = ByteLM(job.model, job.seq_len).eval()
+    lm = LanguageModel(model, job, torch.device("cpu"))
+    print(f"model: {source}; {model.num_parameters():,} parameters; window {job.seq_len} bytes (recompute)")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+
+    run(lm, 16, 1, True)  # warm-up: allocator, thread pools
+    compiled = None
+    if args.compile:
+        compiled = lm.decode_step(compile=True)
+        t0 = time.perf_counter()
+        for batch in args.batches:  # compile for every batch size and both cache layouts up front
+            run(lm, 2 * job.seq_len, batch, True, compiled)
+        print(f"compile + first run: {time.perf_counter() - t0:.1f} s\n")
+
+    modes = [("cached", True, None), ("uncached", False, None)]
+    if compiled is not None:
+        modes.insert(1, ("compiled", True, compiled))
+    header = f"{'batch':>5} {'new bytes':>9} " + " ".join(f"{name + ' B/s':>14} {'ms/byte':>8}" for name, _, _ in modes)
+    print(header)
+    print("-" * len(header))
+    for batch in args.batches:
+        for new in args.lengths:
+            cells = []
+            for _, cache, step in modes:
+                seconds = run(lm, new, batch, cache, step)
+                cells.append(f"{new * batch / seconds:>14,.0f} {1000 * seconds / new:>8.2f}")
+            print(f"{batch:>5} {new:>9} " + " ".join(cells), flush=True)
+    print("\nB/s counts the bytes of every sample; ms/byte is the time per decoding step (all samples).")
+
+
+if __name__ == "__main__":
+    main()
