@@ -66,7 +66,7 @@ class SSMBlock(nn.Module):
         init_residual_projection(self.out_proj.weight, model)  # as the core's blocks do
         # Mamba: step sizes log-uniform in [dt_min, dt_max], stored through softplus's inverse
         dt = torch.exp(torch.rand(self.n_heads) * (math.log(cfg.dt_max) - math.log(cfg.dt_min)) + math.log(cfg.dt_min))
-        dt = dt.clamp(min=1e-4)
+        dt = dt.clamp(min=1e-4)  # Mamba's floor on the initial step size
         self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
         # Mamba-2: decay rates A = -exp(A_log) uniform in [1, 16]; the skip D starts at 1
         self.A_log.copy_(torch.empty(self.n_heads).uniform_(1, 16).log())
