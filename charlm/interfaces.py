@@ -71,11 +71,40 @@ class Scheduler(Protocol):
 
 
 class Exporter(Protocol):
-    suffix: str
+    """An artefact format (``charlm export --format NAME``). The driver (``charlm.export``)
+    calls ``export`` on a temporary path beside the destination, renames it into place, then
+    ``load``s it and validates the runner against the source model."""
 
-    def export(self, model: torch.nn.Module, config: dict, path: Path) -> None: ...
+    suffix: str  # the usual file suffix (".int8", ".pt2")
+    exact: bool  # True: gated on max |logit diff|; False (lossy: int8, bf16): on bpb delta, KL, top-1
 
-    def load(self, path: Path) -> Any: ...
+    def export(self, model: torch.nn.Module, job: Any, path: Path) -> None:
+        """Write ``model`` (a ``ByteLM`` on CPU, eval mode) trained by ``job`` (its ``JobConfig``)."""
+        ...
+
+    def load(self, path: Path, device: torch.device) -> "Runner":
+        """Read ``path`` back, as the format's users would (``charlm.export.ModelRunner`` wraps a
+        ``ByteLM``, ``charlm.export.SequenceRunner`` any full-sequence forward)."""
+        ...
+
+
+class Runner(Protocol):
+    """A loaded artefact, as validation runs it. Bytes are int64 [B, T] from position 0;
+    ``start``/``step`` decode one sequence (B = 1), with whatever cache the format has."""
+
+    max_len: int  # the trained context: validation never feeds more
+
+    def logits(self, idx: torch.Tensor) -> torch.Tensor:
+        """float logits [B, T, 256] on CPU."""
+        ...
+
+    def start(self, idx: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """Encode ``idx`` [1, T]: the next byte's logits [1, 256] and a state to continue from."""
+        ...
+
+    def step(self, token: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        """Append ``token`` [1]: the next byte's logits [1, 256] and the new state."""
+        ...
 
 
 class DataSource(Protocol):

@@ -49,6 +49,7 @@ BUILTIN_MODULES: dict[str, str] = {
     "norm": "charlm.builtin.norm",
     "optimizers": "charlm.builtin.optimizers",
     "samplers": "charlm.builtin.samplers",
+    "exporters": "charlm.builtin.exporters",
 }
 
 # Components that a known plugin distribution provides, for "is X installed?" hints.

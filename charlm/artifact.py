@@ -1,0 +1,191 @@
+"""The charlm weights artefact: a safetensors file that rebuilds its model without a checkpoint.
+
+The ``int8`` and ``safetensors`` exporters write it; ``charlm generate`` and ``charlm eval``
+load it with ``--checkpoint``. The file is recognised by its content (the safetensors header
+and its ``format`` metadata), whatever its name. Metadata (safetensors keeps only strings):
+
+- ``format`` = ``charlm``, ``format_version`` = ``1``, ``charlm_version``;
+- ``weights``: ``float32``, ``bfloat16`` or ``int8``;
+- ``config``: the job config as JSON (``charlm.config.to_dict``);
+- for int8, ``quantization``: JSON ``{"scheme", "group_size", "modules"}``: each listed
+  Linear/Embedding is stored as ``NAME.qweight`` (int8) and ``NAME.scale`` (float32).
+
+Any reader of safetensors can use the float file; the int8 one needs ``w = qweight * scale``
+per group (see ``charlm.quantize``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from charlm import __version__
+from charlm.atomic import temp_beside
+from charlm.errors import CharLMError, ConfigError, UsageError
+
+FORMAT = "charlm"
+FORMAT_VERSION = "1"
+SCHEME = "int8-symmetric"
+WEIGHTS = ("float32", "bfloat16", "int8")
+RESIDENT = ("float", "int8")
+MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
+
+
+def save_artifact(path: Path, state: dict[str, torch.Tensor], job, weights: str, quantization: dict | None = None) -> None:
+    """Write ``state`` and the metadata that rebuilds the model, atomically."""
+    from safetensors.torch import save
+
+    from charlm.config import to_dict
+
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "charlm_version": __version__,
+        "weights": weights,
+        "config": json.dumps(to_dict(job)),
+    }
+    if quantization is not None:
+        metadata["quantization"] = json.dumps(quantization)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with temp_beside(path) as tmp:
+        tmp.write(save(tensors, metadata=metadata))
+    os.replace(tmp.name, path)
+
+
+def read_metadata(path: str | Path) -> dict[str, str] | None:
+    """The safetensors metadata of ``path``; ``None`` when the file is not a safetensors file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return None
+            (size,) = struct.unpack("<Q", head)
+            if not 2 <= size <= MAX_HEADER:
+                return None
+            header = json.loads(f.read(size))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(header, dict):
+        return None
+    metadata = header.get("__metadata__") or {}
+    return metadata if isinstance(metadata, dict) else None
+
+
+def is_artifact(path: str | Path) -> bool:
+    """Whether ``path`` is a charlm weights artefact (by content, not by name)."""
+    metadata = read_metadata(path)
+    return metadata is not None and metadata.get("format") == FORMAT
+
+
+def load_artifact(path: str | Path, device: str | torch.device = "cpu", resident: str = "float"):
+    """An artefact -> ``(model, job)``: a ``ByteLM`` in eval mode on ``device`` and its ``JobConfig``.
+
+    int8 weights stay int8 in the file; ``resident`` says how the model holds them (see
+    ``charlm.quantize``): ``"float"`` dequantises once here (fastest on CPU), ``"int8"``
+    keeps them int8 and dequantises inside every matmul (4x less weight memory).
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from charlm.config import config_from_dict
+    from charlm.model import ByteLM
+    from charlm.quantize import expand_int8, swap_in_int8
+
+    path = Path(path)
+    if resident not in RESIDENT:
+        raise UsageError(f"resident must be one of {', '.join(RESIDENT)}, got {resident!r}")
+    if not path.is_file():
+        raise CharLMError(f"{path}: no such file")
+    metadata = read_metadata(path)
+    if metadata is None or metadata.get("format") != FORMAT:
+        raise CharLMError(f"{path}: not a charlm artefact (no safetensors header with format={FORMAT!r})")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise CharLMError(
+            f"{path}: artefact format version {metadata.get('format_version')!r} is not supported"
+            f" (this charlm reads version {FORMAT_VERSION})"
+        )
+    weights = metadata.get("weights")
+    if weights not in WEIGHTS:
+        raise CharLMError(f"{path}: metadata weights={weights!r} is not one of {', '.join(WEIGHTS)}")
+    try:
+        job = config_from_dict(_json_field(path, metadata, "config"), validate=False)
+    except ConfigError as exc:  # e.g. a block from a plugin that is not installed here
+        raise ConfigError(f"{path}: {exc}") from None
+    model = ByteLM(job.model, max_len=job.seq_len)
+    if weights == "int8":
+        group_size, names = _quantization(path, metadata, model)
+        swap_in_int8(model, names, group_size)
+    try:
+        state = load_file(path)
+    except (SafetensorError, OSError) as exc:
+        raise CharLMError(f"{path}: cannot read the tensors ({exc})") from None
+    if weights == "int8":
+        _check_scales(path, state, names, group_size)
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except RuntimeError as exc:
+        raise CharLMError(f"{path}: the tensors do not fit the config: {_first_problem(exc)}") from None
+    if weights == "int8" and resident == "float":
+        expand_int8(model)
+    return model.to(device).eval(), job
+
+
+def _json_field(path: Path, metadata: dict, key: str) -> Any:
+    try:
+        return json.loads(metadata[key])
+    except KeyError:
+        raise CharLMError(f"{path}: metadata has no {key!r}") from None
+    except ValueError as exc:
+        raise CharLMError(f"{path}: metadata {key!r} is not valid JSON ({exc})") from None
+
+
+def _quantization(path: Path, metadata: dict, model) -> tuple[int, list[str]]:
+    """Check the int8 metadata against the model the config builds; return (group_size, modules)."""
+    from charlm.quantize import quantizable
+
+    quant = _json_field(path, metadata, "quantization")
+    if not isinstance(quant, dict) or quant.get("scheme") != SCHEME:
+        raise CharLMError(f"{path}: int8 metadata: scheme must be {SCHEME!r}, got {_get(quant, 'scheme')!r}")
+    group_size, names = quant.get("group_size"), quant.get("modules")
+    if type(group_size) is not int or group_size < 0:
+        raise CharLMError(f"{path}: int8 metadata: group_size must be an integer >= 0, got {group_size!r}")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise CharLMError(f"{path}: int8 metadata: modules must be a list of module names, got {names!r}")
+    known = set(quantizable(model))
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise CharLMError(
+            f"{path}: int8 metadata names {len(unknown)} module(s) the config's model has no Linear/Embedding"
+            f" for (first: {unknown[0]!r}); the metadata and the config disagree"
+        )
+    return group_size, names
+
+
+def _check_scales(path: Path, state: dict, names: list[str], group_size: int) -> None:
+    for name in names:
+        q, scale = state.get(f"{name}.qweight"), state.get(f"{name}.scale")
+        if q is None or scale is None:
+            raise CharLMError(f"{path}: int8 module {name!r} has no {name}.qweight / {name}.scale tensors")
+        if q.dtype != torch.int8:
+            raise CharLMError(f"{path}: {name}.qweight is {q.dtype}, expected torch.int8")
+        groups = q.shape[1] // group_size if group_size else 1
+        if (group_size and q.shape[1] % group_size) or tuple(scale.shape) != (q.shape[0], groups):
+            raise CharLMError(
+                f"{path}: {name}.scale has shape {tuple(scale.shape)}, but group_size={group_size} on a"
+                f" {tuple(q.shape)} weight needs {(q.shape[0], groups)}: the int8 metadata is wrong"
+            )
+
+
+def _get(value: Any, key: str) -> Any:
+    return value.get(key) if isinstance(value, dict) else None
+
+
+def _first_problem(exc: RuntimeError) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()]
+    return lines[0] if lines else str(exc).splitlines()[0]

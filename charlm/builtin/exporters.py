@@ -1,0 +1,154 @@
+"""Built-in export formats: int8, safetensors, torch-export, torchscript.
+
+``int8`` and ``safetensors`` write the charlm weights artefact (``charlm.artifact``), which
+``charlm generate`` and ``charlm eval`` load directly. ``torch-export`` and ``torchscript``
+write a program of the full-sequence forward (bytes [B, T] -> logits [B, T, 256]) that runs
+without charlm's model code; the job config rides along as an extra file ``charlm.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import attrs
+import torch
+from torch import nn
+
+import charlm
+from charlm.artifact import SCHEME, load_artifact, save_artifact
+from charlm.config import to_dict
+from charlm.errors import CharLMError, ConfigError
+from charlm.export import ModelRunner, SequenceRunner, exportable
+from charlm.quantize import check_group_size, quantized_state_dict
+
+CONFIG_FILE = "charlm.json"  # the job config inside a program artefact
+
+
+def _non_negative(instance, attribute, value):
+    if value < 0:
+        raise ValueError(f"must be >= 0 (0: one scale per output channel), got {value}")
+
+
+@attrs.define
+class Int8Options:
+    # input columns that share a scale; 0 is one scale per output channel (the smallest file)
+    group_size: int = attrs.field(default=0, validator=_non_negative)
+
+
+class Int8Exporter:
+    suffix = ".int8"
+    exact = False
+
+    def __init__(self, options: Int8Options):
+        self.group_size = options.group_size
+
+    def export(self, model: nn.Module, job, path: Path) -> None:
+        try:
+            check_group_size(model, self.group_size)
+        except ValueError as exc:
+            raise ConfigError(f"export.group_size: {exc}") from None
+        state, names = quantized_state_dict(model, self.group_size)
+        quantization = {"scheme": SCHEME, "group_size": self.group_size, "modules": names}
+        save_artifact(path, state, job, "int8", quantization)
+
+    def load(self, path: Path, device: torch.device) -> ModelRunner:
+        return ModelRunner(load_artifact(path, device)[0])
+
+
+@attrs.define
+class SafetensorsOptions:
+    dtype: Literal["fp32", "bf16"] = "fp32"
+
+
+class SafetensorsExporter:
+    suffix = ".safetensors"
+
+    def __init__(self, options: SafetensorsOptions):
+        self.dtype = torch.float32 if options.dtype == "fp32" else torch.bfloat16
+        self.exact = options.dtype == "fp32"  # bf16 rounds weights: gated like a lossy format
+
+    def export(self, model: nn.Module, job, path: Path) -> None:
+        state = {k: v.to(self.dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+        save_artifact(path, state, job, "float32" if self.exact else "bfloat16")
+
+    def load(self, path: Path, device: torch.device) -> ModelRunner:
+        return ModelRunner(load_artifact(path, device)[0])
+
+
+class LogitsOnly(nn.Module):
+    """The full-sequence forward from position 0, without states: what programs export."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.model(idx)[0]
+
+
+def _config_json(job) -> str:
+    return json.dumps({"config": to_dict(job), "charlm_version": charlm.__version__})
+
+
+def _max_len(path: Path, text: str) -> int:
+    try:
+        return int(json.loads(text)["config"]["seq_len"])
+    except (ValueError, KeyError, TypeError):
+        raise CharLMError(f"{path}: its {CONFIG_FILE} is missing or unreadable; re-export it") from None
+
+
+class TorchExportExporter:
+    """A ``torch.export`` program; load it with ``torch.export.load(path).module()``.
+
+    Batch and length are dynamic; length runs from 2 (one byte is a different attention
+    path, which the program does not hold) to the trained context.
+    """
+
+    suffix = ".pt2"
+    exact = True
+
+    def export(self, model: nn.Module, job, path: Path) -> None:
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        length = torch.export.Dim("length", min=2, max=job.seq_len)
+        example = torch.zeros(2, job.seq_len, dtype=torch.long)
+        with exportable():
+            program = torch.export.export(LogitsOnly(model), (example,), dynamic_shapes={"idx": {0: batch, 1: length}})
+        torch.export.save(program, path, extra_files={CONFIG_FILE: _config_json(job)})
+
+    def load(self, path: Path, device: torch.device) -> SequenceRunner:
+        extra = {CONFIG_FILE: ""}
+        with open(path, "rb") as f:  # a buffer: torch.export.load refuses names not ending in .pt2
+            module = torch.export.load(f, extra_files=extra).module()
+        return SequenceRunner(module, _max_len(path, extra[CONFIG_FILE]))
+
+
+class TorchScriptExporter:
+    """A traced TorchScript module (deprecated upstream; kept because people deploy it)."""
+
+    suffix = ".ts"
+    exact = True
+
+    def export(self, model: nn.Module, job, path: Path) -> None:
+        example = torch.zeros(1, job.seq_len, dtype=torch.long)
+        with warnings.catch_warnings(), exportable():
+            warnings.simplefilter("ignore")  # the deprecation notice and tracer chatter
+            traced = torch.jit.trace(LogitsOnly(model), example, check_trace=False)
+            torch.jit.save(traced, str(path), _extra_files={CONFIG_FILE: _config_json(job)})
+
+    def load(self, path: Path, device: torch.device) -> SequenceRunner:
+        extra = {CONFIG_FILE: ""}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+        return SequenceRunner(module, _max_len(path, extra[CONFIG_FILE]))
+
+
+@charlm.hookimpl
+def register_exporters(register):
+    register("int8", Int8Exporter, config=Int8Options, help="weight-only int8 safetensors (per-channel or per-group scales)")
+    register("safetensors", SafetensorsExporter, config=SafetensorsOptions, help="fp32/bf16 weights + config (safetensors)")
+    register("torch-export", lambda options: TorchExportExporter(), help="torch.export program (.pt2) of the full forward")
+    register("torchscript", lambda options: TorchScriptExporter(), help="traced TorchScript (legacy) of the full forward")
