@@ -331,11 +331,14 @@ def should_compile(max_new: int) -> bool:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LanguageModel:
-    """A checkpoint -> a ``LanguageModel`` on ``device`` ("auto" picks cuda, then mps, then cpu)."""
+    """A checkpoint or an exported weights artefact (int8, safetensors: ``charlm.artifact``)
+    -> a ``LanguageModel`` on ``device`` ("auto" picks cuda, then mps, then cpu)."""
+    from charlm.artifact import is_artifact, load_artifact
     from charlm.config import resolve_device
 
     device = resolve_device(device) if isinstance(device, str) else device
-    model, config = _model_from_checkpoint(Path(path), device)
+    load = load_artifact if is_artifact(path) else _model_from_checkpoint
+    model, config = load(Path(path), device)
     return LanguageModel(model, config, device)
 
 
