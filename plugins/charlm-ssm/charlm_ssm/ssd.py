@@ -44,9 +44,9 @@ def ssd_chunked(x, dt, A, B, C, chunk_size: int, state: torch.Tensor | None = No
         b, T, H, P = x.shape
         N = B.shape[-1]
         Q = min(chunk_size, T)  # a short prefill is one chunk of its own length, not padded to 64
-        pad = -T % Q  # padded steps have dt = 0: no decay and no input, so the state passes through
+        c = (T + Q - 1) // Q
+        pad = c * Q - T  # padded steps have dt = 0: no decay and no input, so the state passes through
         x, dt, B, C = (F.pad(t.to(dtype), (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, B, C))
-        c = (T + pad) // Q
         # heads lead, so every product below is a plain batched matmul over contiguous [Q, .] blocks
         x = x.view(b, c, Q, H, P).permute(0, 3, 1, 2, 4)  # [b, H, c, Q, P]
         dt = dt.view(b, c, Q, H).permute(0, 3, 1, 2)  # [b, H, c, Q]
