@@ -114,9 +114,9 @@ class MuonAdamW:
 def muon(cfg: MuonConfig, *, model: torch.nn.Module):
     no_decay = model.no_weight_decay()
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    # Muon orthogonalises 2-D updates: right for hidden matrices, not for the byte embedding
-    # or the output head, which act as lookup tables.
-    hidden = [p for n, p in named if _is_decayed(n, p, no_decay) and not _is_embedding_or_head(n)]
+    # Muon orthogonalises 2-D updates: right for the matrices inside blocks, not for the byte
+    # embedding or the head (lookup tables), nor for conv kernels and other N-D tensors.
+    hidden = [p for n, p in named if n.startswith("blocks.") and p.ndim == 2 and n not in no_decay]
     hidden_ids = {id(p) for p in hidden}
     rest = [(n, p) for n, p in named if id(p) not in hidden_ids]
     muon_opt = torch.optim.Muon(
@@ -128,10 +128,6 @@ def muon(cfg: MuonConfig, *, model: torch.nn.Module):
         adjust_lr_fn="match_rms_adamw",
     )
     return MuonAdamW(muon_opt, _new_adamw(_adamw_groups(rest, no_decay, cfg.adamw), cfg.adamw))
-
-
-def _is_embedding_or_head(name: str) -> bool:
-    return name.split(".")[0] in {"embed", "tok_embed", "wte", "lm_head", "head"}
 
 
 @charlm.hookimpl

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from charlm.data import SplitWriter
 
 REPO = Path(__file__).resolve().parents[3]
@@ -18,7 +20,8 @@ def write_split(path: Path, documents: int) -> None:
         writer.commit()
 
 
-def test_hybrid_stack_trains(tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])  # muon must route conv kernels to AdamW
+def test_hybrid_stack_trains(tmp_path, optimizer):
     write_split(tmp_path / "train.bin", 40)
     write_split(tmp_path / "val.bin", 4)
     overrides = [
@@ -33,6 +36,7 @@ def test_hybrid_stack_trains(tmp_path):
         'model.layers=[{kind="ssm", d_state=16, head_dim=16}, "ssm", "transformer"]',
         "scheduler.warmup_steps=5",
         "logging.log_every=1",
+        f'optimizer="{optimizer}"',
     ]
     config = REPO / "configs" / "hybrid-ssm.toml"
     cmd = [sys.executable, "-m", "charlm", "run", str(config), *overrides, "--max-steps", "50", "--no-val"]
