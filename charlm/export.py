@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -232,6 +233,25 @@ def artifact_size(path: Path) -> int:
     return path.stat().st_size
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _move_into_place(partial: Path, out: Path) -> None:
+    """Rename a finished artefact (a file, or a directory of files) over ``out``."""
+    if out.exists() and (out.is_dir() or partial.is_dir()):  # a rename replaces only a file by a file
+        old = out.with_name(f".{out.name}.old")
+        _remove(old)
+        os.replace(out, old)
+        os.replace(partial, out)
+        _remove(old)
+    else:
+        os.replace(partial, out)
+
+
 def report_path(path: Path) -> Path:
     return path.with_name(path.name + ".report.json")
 
@@ -300,12 +320,12 @@ def export(fmt: str, checkpoint: str | Path, out: str | Path, options: dict | No
     model, job = model_from_checkpoint(payload, "cpu")
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial{exporter.suffix}")
+    _remove(partial)  # left by a crash
     try:
         exporter.export(model, job, partial)
-        os.replace(partial, out)
+        _move_into_place(partial, out)
     finally:
-        if partial.exists():
-            partial.unlink()
+        _remove(partial)
     if not validate_after:
         return None
     runner = exporter.load(out, torch.device("cpu"))

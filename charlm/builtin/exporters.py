@@ -115,7 +115,7 @@ class TorchExportExporter:
         length = torch.export.Dim("length", min=2, max=job.seq_len)
         example = torch.zeros(2, job.seq_len, dtype=torch.long)
         with exportable():
-            program = torch.export.export(LogitsOnly(model), (example,), dynamic_shapes={"idx": {0: batch, 1: length}})
+            program = torch.export.export(LogitsOnly(model).eval(), (example,), dynamic_shapes={"idx": {0: batch, 1: length}})
         torch.export.save(program, path, extra_files={CONFIG_FILE: _config_json(job)})
 
     def load(self, path: Path, device: torch.device) -> SequenceRunner:
@@ -135,7 +135,7 @@ class TorchScriptExporter:
         example = torch.zeros(1, job.seq_len, dtype=torch.long)
         with warnings.catch_warnings(), exportable():
             warnings.simplefilter("ignore")  # the deprecation notice and tracer chatter
-            traced = torch.jit.trace(LogitsOnly(model), example, check_trace=False)
+            traced = torch.jit.trace(LogitsOnly(model).eval(), example, check_trace=False)
             torch.jit.save(traced, str(path), _extra_files={CONFIG_FILE: _config_json(job)})
 
     def load(self, path: Path, device: torch.device) -> SequenceRunner:
