@@ -28,7 +28,7 @@ from charlm import checkpoint as ckpt
 from charlm import distributed
 from charlm.config import JobConfig, component_specs, config_to_toml, resolve_device, to_dict
 from charlm.data import PackedDataset, open_split
-from charlm.errors import CharLMError, ConfigError
+from charlm.errors import CharLMError, ConfigError, UsageError
 from charlm.evaluate import evaluate_bpb
 from charlm.model import ByteLM
 from charlm.perf import matmul_peak_flops
@@ -128,6 +128,10 @@ class Trainer:
         self.tokens = 0
         if resume:
             self._resume(resume)
+        elif (self.out_dir / "metrics.jsonl").exists() or ckpt.latest_good_checkpoint(self.ckpt_dir):
+            raise UsageError(
+                f"{self.out_dir} already holds a run; continue it with --resume auto, or set another out_dir"
+            )
         self.forward = self._wrap(self.model)
         self.log = RunLog(self.out_dir, job.logging, to_dict(job), enabled=self.dist.is_main)
 

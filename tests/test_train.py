@@ -227,3 +227,13 @@ def test_torchrun_two_processes(corpus, tmp_path):
     assert payload["step"] == 4 and payload["data"]["world_size"] == 2
     # each step consumed one micro-batch per rank: twice the tokens of one process
     assert metrics(tmp_path / "run")[-1]["tokens"] == 4 * 2 * 8 * 32
+
+
+def test_a_fresh_run_never_overwrites_an_old_one(corpus, tmp_path):
+    from charlm.errors import UsageError
+
+    train(make_job(corpus, tmp_path / "r", max_steps=2, **{"logging.final_eval": "false"}))
+    before = (tmp_path / "r/metrics.jsonl").read_text()
+    with pytest.raises(UsageError, match="already holds a run; continue it with --resume auto"):
+        train(make_job(corpus, tmp_path / "r", max_steps=4))
+    assert (tmp_path / "r/metrics.jsonl").read_text() == before
