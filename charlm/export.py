@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from charlm.atomic import write_json_atomic
-from charlm.errors import CharLMError, UsageError
+from charlm.errors import CharLMError, ConfigError, UsageError
 
 GATES = {  # name -> (default bound, applies to exact formats, direction)
     "max_logit_diff": (1e-4, True, "<="),
@@ -317,13 +317,21 @@ def export(fmt: str, checkpoint: str | Path, out: str | Path, options: dict | No
     payload = load_checkpoint(checkpoint)
     if "model" not in payload or "config" not in payload:
         raise CharLMError(f"{checkpoint}: checkpoint has no model or config")
-    model, job = model_from_checkpoint(payload, "cpu")
+    try:
+        model, job = model_from_checkpoint(payload, "cpu")
+    except ConfigError as exc:  # e.g. a block from a plugin that is not installed here
+        raise ConfigError(f"{checkpoint}: {exc}") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial{exporter.suffix}")
     _remove(partial)  # left by a crash
     try:
         exporter.export(model, job, partial)
         _move_into_place(partial, out)
+    except CharLMError:
+        raise
+    except Exception as exc:  # torch.export / ONNX failures run to pages; the first line names the cause
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CharLMError(f"{fmt} export of {checkpoint} failed: {type(exc).__name__}: {first}") from exc
     finally:
         _remove(partial)
     if not validate_after:

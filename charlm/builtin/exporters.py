@@ -103,19 +103,20 @@ def _max_len(path: Path, text: str) -> int:
 class TorchExportExporter:
     """A ``torch.export`` program; load it with ``torch.export.load(path).module()``.
 
-    Batch and length are dynamic; length runs from 2 (one byte is a different attention
-    path, which the program does not hold) to the trained context.
+    Batch and length are dynamic, over the ranges torch.export infers from the blocks (for
+    attention, length 2 to the trained context: one byte is another attention path). Named
+    ``Dim`` ranges would be rejected for blocks whose guards the solver cannot prove, such as
+    the SSM's chunking; ``Dim.AUTO`` keeps those as checks in the program.
     """
 
     suffix = ".pt2"
     exact = True
 
     def export(self, model: nn.Module, job, path: Path) -> None:
-        batch = torch.export.Dim("batch", min=1, max=1024)
-        length = torch.export.Dim("length", min=2, max=job.seq_len)
         example = torch.zeros(2, job.seq_len, dtype=torch.long)
+        dynamic = {"idx": {0: torch.export.Dim.AUTO, 1: torch.export.Dim.AUTO}}
         with exportable():
-            program = torch.export.export(LogitsOnly(model).eval(), (example,), dynamic_shapes={"idx": {0: batch, 1: length}})
+            program = torch.export.export(LogitsOnly(model).eval(), (example,), dynamic_shapes=dynamic)
         torch.export.save(program, path, extra_files={CONFIG_FILE: _config_json(job)})
 
     def load(self, path: Path, device: torch.device) -> SequenceRunner:

@@ -93,8 +93,8 @@ class OnnxExporter:
 
     def export(self, model: nn.Module, job, path: Path) -> None:
         path.mkdir(parents=True)
-        batch = torch.export.Dim("batch", min=1, max=1024)
-        length = torch.export.Dim("length", min=2, max=job.seq_len)
+        # Dim.AUTO: torch.export infers each range (named ranges fail on guards it cannot prove)
+        batch, length = torch.export.Dim.AUTO, torch.export.Dim.AUTO
         example = torch.zeros(2, job.seq_len, dtype=torch.long)
         _export(LogitsOnly(model), (example,), {"idx": {0: batch, 1: length}}, ["idx"], ["logits"], path / FORWARD)
 
