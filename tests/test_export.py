@@ -187,7 +187,6 @@ def test_broken_exporter_fails_validation(checkpoint, tmp_path, monkeypatch, cap
     assert "gate FAIL max_logit_diff" in capsys.readouterr().out
     report = json.loads(report_path(out).read_text())
     assert report["passed"] is False and report["metrics"]["max_logit_diff"] > GATES["max_logit_diff"][0]
-    monkeypatch.setattr(registry_module, "_default", None)  # the next test sees the real registry
 
 
 def test_validation_sample_is_fixed(checkpoint, val_split, tmp_path):
