@@ -22,6 +22,7 @@ import attrs
 import cattrs
 
 from charlm.errors import ConfigError, PluginError
+from charlm.validators import non_negative, positive
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,16 +40,6 @@ class ComponentSpec:
 
 def component(kind: str, default: str):
     return attrs.field(factory=lambda: ComponentSpec(default), metadata={"component": kind})
-
-
-def _positive(instance, attribute, value):
-    if value is not None and value <= 0:
-        raise ValueError(f"must be > 0, got {value}")
-
-
-def _non_negative(instance, attribute, value):
-    if value is not None and value < 0:
-        raise ValueError(f"must be >= 0, got {value}")
 
 
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")
@@ -73,10 +64,10 @@ def _duration(instance, attribute, value):
 
 @attrs.define
 class ModelConfig:
-    d_model: int = attrs.field(default=128, validator=_positive)
-    n_layer: int = attrs.field(default=4, validator=_positive)
-    n_head: int = attrs.field(default=4, validator=_positive)
-    n_kv_head: int | None = attrs.field(default=None, validator=_positive)  # None: n_head (MHA)
+    d_model: int = attrs.field(default=128, validator=positive)
+    n_layer: int = attrs.field(default=4, validator=positive)
+    n_head: int = attrs.field(default=4, validator=positive)
+    n_kv_head: int | None = attrs.field(default=None, validator=positive)  # None: n_head (MHA)
     block: ComponentSpec = component("block", "transformer")
     layers: list[ComponentSpec] | None = attrs.field(default=None, metadata={"component": "block"})
     attention: ComponentSpec = component("attention", "gqa")
@@ -84,8 +75,8 @@ class ModelConfig:
     mlp: ComponentSpec = component("mlp", "swiglu")
     norm: ComponentSpec = component("norm", "rmsnorm")
     tie_embeddings: bool = True
-    logit_softcap: float = attrs.field(default=0.0, validator=_non_negative)  # 0: off
-    init_std: float = attrs.field(default=0.02, validator=_positive)
+    logit_softcap: float = attrs.field(default=0.0, validator=non_negative)  # 0: off
+    init_std: float = attrs.field(default=0.02, validator=positive)
     zero_init_projections: bool = True  # attention/MLP output projections start at zero
 
     @property
@@ -105,20 +96,20 @@ class ModelConfig:
 class DataConfig:
     train: str | None = None
     val: str | None = None
-    num_workers: int = attrs.field(default=0, validator=_non_negative)
+    num_workers: int = attrs.field(default=0, validator=non_negative)
 
 
 @attrs.define
 class CheckpointConfig:
-    every: int = attrs.field(default=0, validator=_non_negative)  # 0: only at the end
-    keep_last: int = attrs.field(default=3, validator=_positive)
+    every: int = attrs.field(default=0, validator=non_negative)  # 0: only at the end
+    keep_last: int = attrs.field(default=3, validator=positive)
 
 
 @attrs.define
 class LoggingConfig:
-    log_every: int = attrs.field(default=10, validator=_positive)
-    eval_every: int = attrs.field(default=0, validator=_non_negative)  # 0: only the final eval
-    eval_bytes: int = attrs.field(default=262144, validator=_positive)
+    log_every: int = attrs.field(default=10, validator=positive)
+    eval_every: int = attrs.field(default=0, validator=non_negative)  # 0: only the final eval
+    eval_bytes: int = attrs.field(default=262144, validator=positive)
     final_eval: bool = True
     wandb_project: str | None = None
     tensorboard: bool = False
@@ -128,15 +119,15 @@ class LoggingConfig:
 class JobConfig:
     out_dir: str = "runs/default"
     seed: int = 1337
-    seq_len: int = attrs.field(default=128, validator=_positive)
-    micro_batch_size: int = attrs.field(default=16, validator=_positive)
-    batch_size_tokens: int | None = attrs.field(default=None, validator=_positive)  # None: no accumulation
+    seq_len: int = attrs.field(default=128, validator=positive)
+    micro_batch_size: int = attrs.field(default=16, validator=positive)
+    batch_size_tokens: int | None = attrs.field(default=None, validator=positive)  # None: no accumulation
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: Union[bool, Literal["auto"]] = False
     device: str = "auto"
-    max_steps: int | None = attrs.field(default=None, validator=_positive)
+    max_steps: int | None = attrs.field(default=None, validator=positive)
     max_time: str | None = attrs.field(default=None, validator=_duration)
-    grad_clip: float = attrs.field(default=1.0, validator=_non_negative)  # 0: off
+    grad_clip: float = attrs.field(default=1.0, validator=non_negative)  # 0: off
     on_nonfinite: Literal["stop", "skip"] = "stop"
     model: ModelConfig = attrs.Factory(ModelConfig)
     data: DataConfig = attrs.Factory(DataConfig)

@@ -19,15 +19,6 @@ WINDOW = 32  # the trained seq_len, so the default max_context_tokens
 TEXT = b"the quick brown fox jumps over the lazy dog. "
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny ops: threads only add spin-waiting on a shared CPU
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_job(**model):
     raw = {"data": {"train": "x.bin"}, "max_steps": 1, "seq_len": WINDOW, "device": "cpu"}
     raw["model"] = {"d_model": 32, "n_layer": 2, "n_head": 2, **model}
@@ -244,8 +235,8 @@ def test_cli_invalid_utf8_prompt_file(checkpoint, tmp_path, capsysbinary):
     [
         (["--prompt-file", "/no/such/prompt"], 2, "--prompt-file: cannot read /no/such/prompt"),
         (["--prompt", "a", "--prompt-file", "f"], 2, "not allowed with argument"),
-        (["--top-p", "1.5"], 2, "p must be in (0, 1]"),
-        (["--top-k", "0"], 2, "k must be > 0"),
+        (["--top-p", "1.5"], 2, ".p: must be in (0.0, 1.0], got 1.5"),
+        (["--top-k", "0"], 2, ".k: must be > 0, got 0"),
         (["--temperature", "-1"], 2, "temperature must be >= 0"),
         (["--num-samples", "0"], 2, "num_samples must be >= 1"),
         (["--max-new", "-1"], 2, "max_new must be >= 0"),

@@ -86,11 +86,11 @@ def test_chain_samples_only_from_kept_set():
 def test_bad_sampler_specs_are_clear():
     with pytest.raises(ConfigError, match='unknown sampler "top_q"'):
         build_sampler(chain=["top_q"])
-    with pytest.raises(ConfigError, match="k must be > 0"):
+    with pytest.raises(ConfigError, match=r"sampler\[0\]\.k: must be > 0, got 0"):
         build_sampler(top_k=0)
-    with pytest.raises(ConfigError, match=r"p must be in \(0, 1\]"):
+    with pytest.raises(ConfigError, match=r"sampler\[0\]\.p: must be in \(0.0, 1.0\], got 1.5"):
         build_sampler(top_p=1.5)
-    with pytest.raises(ConfigError, match=r"p must be in \[0, 1\]"):
+    with pytest.raises(ConfigError, match=r"sampler\[0\]\.p: must be in \[0.0, 1.0\], got -0.1"):
         build_sampler(min_p=-0.1)
     with pytest.raises(UsageError, match="temperature must be >= 0"):
         build_sampler(temperature=-1)

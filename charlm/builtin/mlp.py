@@ -7,16 +7,12 @@ from torch import nn
 
 import charlm
 from charlm.model import init_residual_projection
-
-
-def _positive(instance, attribute, value):
-    if value is not None and value <= 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value}")
+from charlm.validators import positive
 
 
 @attrs.define
 class MLPConfig:
-    hidden: int | None = attrs.field(default=None, validator=_positive)  # None: see each factory
+    hidden: int | None = attrs.field(default=None, validator=positive)  # None: see each factory
 
 
 class SwiGLU(nn.Module):

@@ -4,16 +4,12 @@ import attrs
 from torch import nn
 
 import charlm
-
-
-def _positive(instance, attribute, value):
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value}")
+from charlm.validators import positive
 
 
 @attrs.define
 class NormConfig:
-    eps: float = attrs.field(default=1e-6, validator=_positive)
+    eps: float = attrs.field(default=1e-6, validator=positive)
 
 
 def rmsnorm(options: NormConfig, dim: int) -> nn.Module:

@@ -14,16 +14,7 @@ from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
 import charlm
 from charlm.config import resolve_device
-
-
-def _positive(instance, attribute, value):
-    if value <= 0:
-        raise ValueError(f"must be > 0, got {value}")
-
-
-def _non_negative(instance, attribute, value):
-    if value < 0:
-        raise ValueError(f"must be >= 0, got {value}")
+from charlm.validators import non_negative, positive
 
 
 def _betas(instance, attribute, value):
@@ -33,10 +24,10 @@ def _betas(instance, attribute, value):
 
 @attrs.define
 class AdamWConfig:
-    lr: float = attrs.field(default=3e-3, validator=_positive)
+    lr: float = attrs.field(default=3e-3, validator=positive)
     betas: tuple[float, float] = attrs.field(default=(0.9, 0.95), validator=_betas)
-    eps: float = attrs.field(default=1e-8, validator=_positive)
-    weight_decay: float = attrs.field(default=0.1, validator=_non_negative)
+    eps: float = attrs.field(default=1e-8, validator=positive)
+    weight_decay: float = attrs.field(default=0.1, validator=non_negative)
     fused: bool | Literal["auto"] = "auto"  # "auto": fused where the device has the kernel
 
     def check(self, job) -> None:
@@ -47,10 +38,10 @@ class AdamWConfig:
 
 @attrs.define
 class MuonConfig:
-    lr: float = attrs.field(default=0.02, validator=_positive)  # for hidden matrices (Muon)
-    momentum: float = attrs.field(default=0.95, validator=_non_negative)
-    ns_steps: int = attrs.field(default=5, validator=_positive)
-    weight_decay: float = attrs.field(default=0.0, validator=_non_negative)
+    lr: float = attrs.field(default=0.02, validator=positive)  # for hidden matrices (Muon)
+    momentum: float = attrs.field(default=0.95, validator=non_negative)
+    ns_steps: int = attrs.field(default=5, validator=positive)
+    weight_decay: float = attrs.field(default=0.0, validator=non_negative)
     adamw: AdamWConfig = attrs.Factory(AdamWConfig)  # for embeddings, head, norms, biases
 
     def check(self, job) -> None:
@@ -125,7 +116,6 @@ def muon(cfg: MuonConfig, *, model: torch.nn.Module):
         momentum=cfg.momentum,
         ns_steps=cfg.ns_steps,
         weight_decay=cfg.weight_decay,
-        adjust_lr_fn="match_rms_adamw",
     )
     return MuonAdamW(muon_opt, _new_adamw(_adamw_groups(rest, no_decay, cfg.adamw), cfg.adamw))
 

@@ -10,16 +10,12 @@ from torch import nn
 
 import charlm
 from charlm.errors import CharLMError
-
-
-def _positive(instance, attribute, value):
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value}")
+from charlm.validators import positive
 
 
 @attrs.define
 class RopeConfig:
-    theta: float = attrs.field(default=10000.0, validator=_positive)
+    theta: float = attrs.field(default=10000.0, validator=positive)
 
     def check(self, job) -> None:
         head_dim = job.model.d_model // job.model.n_head

@@ -10,41 +10,27 @@ import attrs
 import torch
 
 import charlm
-
-
-def _positive(instance, attribute, value):
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value}")
-
-
-def _probability(instance, attribute, value):
-    if not 0.0 < value <= 1.0:
-        raise ValueError(f"{attribute.name} must be in (0, 1], got {value}")
-
-
-def _min_p_range(instance, attribute, value):
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{attribute.name} must be in [0, 1], got {value}")
+from charlm.validators import in_range, positive
 
 
 @attrs.define
 class TemperatureConfig:
-    value: float = attrs.field(default=1.0, validator=_positive)
+    value: float = attrs.field(default=1.0, validator=positive)
 
 
 @attrs.define
 class TopKConfig:
-    k: int = attrs.field(default=50, validator=_positive)
+    k: int = attrs.field(default=50, validator=positive)
 
 
 @attrs.define
 class TopPConfig:
-    p: float = attrs.field(default=0.9, validator=_probability)
+    p: float = attrs.field(default=0.9, validator=in_range(0.0, 1.0, low_open=True))
 
 
 @attrs.define
 class MinPConfig:
-    p: float = attrs.field(default=0.05, validator=_min_p_range)
+    p: float = attrs.field(default=0.05, validator=in_range(0.0, 1.0))
 
 
 def greedy(cfg=None):

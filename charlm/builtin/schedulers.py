@@ -9,38 +9,29 @@ import math
 import attrs
 
 import charlm
+from charlm.validators import in_range, non_negative
 
 
 def _warmup(step: int, warmup_steps: int) -> float:
     return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
 
 
-def _non_negative(instance, attribute, value):
-    if value < 0:
-        raise ValueError(f"must be >= 0, got {value}")
-
-
-def _fraction(instance, attribute, value):
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"must be in [0, 1], got {value}")
-
-
 @attrs.define
 class ConstantConfig:
-    warmup_steps: int = attrs.field(default=0, validator=_non_negative)
+    warmup_steps: int = attrs.field(default=0, validator=non_negative)
 
 
 @attrs.define
 class CosineConfig:
-    warmup_steps: int = attrs.field(default=100, validator=_non_negative)
-    min_lr_ratio: float = attrs.field(default=0.1, validator=_fraction)
+    warmup_steps: int = attrs.field(default=100, validator=non_negative)
+    min_lr_ratio: float = attrs.field(default=0.1, validator=in_range(0.0, 1.0))
 
 
 @attrs.define
 class WSDConfig:
-    warmup_steps: int = attrs.field(default=100, validator=_non_negative)
-    decay_fraction: float = attrs.field(default=0.4, validator=_fraction)
-    min_lr_ratio: float = attrs.field(default=0.0, validator=_fraction)
+    warmup_steps: int = attrs.field(default=100, validator=non_negative)
+    decay_fraction: float = attrs.field(default=0.4, validator=in_range(0.0, 1.0))
+    min_lr_ratio: float = attrs.field(default=0.0, validator=in_range(0.0, 1.0))
 
 
 def constant(cfg: ConstantConfig):

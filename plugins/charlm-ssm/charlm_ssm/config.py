@@ -7,25 +7,21 @@ Rules on one option live in attrs validators; rules that need the model's width 
 from __future__ import annotations
 
 import attrs
+from charlm.validators import positive
 
 DEFAULT_HEAD_DIM = 32
 
 
-def _positive(instance, attribute, value):
-    if value is not None and value <= 0:
-        raise ValueError(f"must be > 0, got {value}")
-
-
 @attrs.define
 class SSMConfig:
-    d_state: int = attrs.field(default=64, validator=_positive)  # N: the state size per channel
-    head_dim: int | None = attrs.field(default=None, validator=_positive)  # P; None: 32, or from n_heads
-    n_heads: int | None = attrs.field(default=None, validator=_positive)  # None: d_inner // head_dim
-    expand: int = attrs.field(default=2, validator=_positive)  # d_inner = expand * d_model
-    d_conv: int = attrs.field(default=4, validator=_positive)  # width of the causal depthwise conv
-    chunk_size: int = attrs.field(default=64, validator=_positive)  # steps per SSD chunk
-    dt_min: float = attrs.field(default=0.001, validator=_positive)  # range of the initial step size
-    dt_max: float = attrs.field(default=0.1, validator=_positive)
+    d_state: int = attrs.field(default=64, validator=positive)  # N: the state size per channel
+    head_dim: int | None = attrs.field(default=None, validator=positive)  # P; None: 32, or from n_heads
+    n_heads: int | None = attrs.field(default=None, validator=positive)  # None: d_inner // head_dim
+    expand: int = attrs.field(default=2, validator=positive)  # d_inner = expand * d_model
+    d_conv: int = attrs.field(default=4, validator=positive)  # width of the causal depthwise conv
+    chunk_size: int = attrs.field(default=64, validator=positive)  # steps per SSD chunk
+    dt_min: float = attrs.field(default=0.001, validator=positive)  # range of the initial step size
+    dt_max: float = attrs.field(default=0.1, validator=positive)
 
     def __attrs_post_init__(self):
         if self.dt_min > self.dt_max:
