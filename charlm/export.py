@@ -14,7 +14,6 @@ sends two greedy texts apart, and speed depends on the machine.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import shutil
@@ -26,6 +25,7 @@ import attrs
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from charlm.atomic import write_json_atomic
 from charlm.errors import CharLMError, ConfigError, UsageError
@@ -43,6 +43,17 @@ PROMPT_BYTES = 16
 
 
 # ---------------------------------------------------------------- running an artefact
+
+
+class LogitsOnly(nn.Module):
+    """The full-sequence forward from position 0, without states: what graph exporters trace."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.model(idx)[0]
 
 
 class ModelRunner:
@@ -257,26 +268,6 @@ def report_path(path: Path) -> Path:
 
 
 # ---------------------------------------------------------------- the driver
-
-
-@contextlib.contextmanager
-def exportable():
-    """Let a graph exporter (torch.export, ONNX) trace the built-in attention with a dynamic length.
-
-    Attention computes ``is_causal = length > 1``; with a symbolic length that is a SymBool,
-    which ``scaled_dot_product_attention`` refuses. ``bool()`` resolves it from the length's
-    declared range (>= 2) while tracing; eager calls are unchanged.
-    """
-    sdpa = F.scaled_dot_product_attention
-
-    def with_bool_is_causal(*args, is_causal=False, **kwargs):
-        return sdpa(*args, is_causal=bool(is_causal), **kwargs)
-
-    F.scaled_dot_product_attention = with_bool_is_causal
-    try:
-        yield
-    finally:
-        F.scaled_dot_product_attention = sdpa
 
 
 def parse_tolerances(items: list[str]) -> dict[str, float]:

@@ -71,7 +71,8 @@ class GroupedQueryAttention(nn.Module):
             q, k = F.rms_norm(q, (self.head_dim,)), F.rms_norm(k, (self.head_dim,))
         q, k = self.rotate(q, k, pos)
 
-        mask, is_causal = None, length > 1  # training, or a prompt into an empty cache
+        # training, or a prompt into an empty cache; bool(): a traced length stays exportable
+        mask, is_causal = None, bool(length > 1)
         if cache is not None:
             past = cache.length
             k, v = cache.append(k, v)

@@ -21,21 +21,17 @@ import charlm
 from charlm.artifact import SCHEME, load_artifact, save_artifact
 from charlm.config import to_dict
 from charlm.errors import CharLMError, ConfigError
-from charlm.export import ModelRunner, SequenceRunner, exportable
+from charlm.export import LogitsOnly, ModelRunner, SequenceRunner
 from charlm.quantize import check_group_size, quantized_state_dict
+from charlm.validators import non_negative
 
 CONFIG_FILE = "charlm.json"  # the job config inside a program artefact
-
-
-def _non_negative(instance, attribute, value):
-    if value < 0:
-        raise ValueError(f"must be >= 0 (0: one scale per output channel), got {value}")
 
 
 @attrs.define
 class Int8Options:
     # input columns that share a scale; 0 is one scale per output channel (the smallest file)
-    group_size: int = attrs.field(default=0, validator=_non_negative)
+    group_size: int = attrs.field(default=0, validator=non_negative)
 
 
 class Int8Exporter:
@@ -78,17 +74,6 @@ class SafetensorsExporter:
         return ModelRunner(load_artifact(path, device)[0])
 
 
-class LogitsOnly(nn.Module):
-    """The full-sequence forward from position 0, without states: what programs export."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.model(idx)[0]
-
-
 def _config_json(job) -> str:
     return json.dumps({"config": to_dict(job), "charlm_version": charlm.__version__})
 
@@ -115,8 +100,7 @@ class TorchExportExporter:
     def export(self, model: nn.Module, job, path: Path) -> None:
         example = torch.zeros(2, job.seq_len, dtype=torch.long)
         dynamic = {"idx": {0: torch.export.Dim.AUTO, 1: torch.export.Dim.AUTO}}
-        with exportable():
-            program = torch.export.export(LogitsOnly(model).eval(), (example,), dynamic_shapes=dynamic)
+        program = torch.export.export(LogitsOnly(model).eval(), (example,), dynamic_shapes=dynamic)
         torch.export.save(program, path, extra_files={CONFIG_FILE: _config_json(job)})
 
     def load(self, path: Path, device: torch.device) -> SequenceRunner:
@@ -134,7 +118,7 @@ class TorchScriptExporter:
 
     def export(self, model: nn.Module, job, path: Path) -> None:
         example = torch.zeros(1, job.seq_len, dtype=torch.long)
-        with warnings.catch_warnings(), exportable():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the deprecation notice and tracer chatter
             traced = torch.jit.trace(LogitsOnly(model).eval(), example, check_trace=False)
             torch.jit.save(traced, str(path), _extra_files={CONFIG_FILE: _config_json(job)})

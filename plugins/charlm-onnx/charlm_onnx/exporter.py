@@ -33,18 +33,9 @@ from torch.utils import _pytree as pytree
 import charlm
 from charlm.config import to_dict
 from charlm.errors import CharLMError
-from charlm.export import exportable
+from charlm.export import LogitsOnly
 
 FORWARD, DECODE, META = "forward.onnx", "decode_step.onnx", "charlm.json"
-
-
-class LogitsOnly(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.model(idx)[0]
 
 
 class DecodeStep(nn.Module):
@@ -66,7 +57,7 @@ def _export(module: nn.Module, args: tuple, dynamic_shapes, input_names, output_
     level = onnx_log.level
     onnx_log.setLevel(logging.ERROR)  # "torchvision is not installed" and other exporter notes
     try:
-        with warnings.catch_warnings(), exportable():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # chatter about axis names and treespecs
             program = torch.onnx.export(
                 module.eval(), args, dynamo=True, dynamic_shapes=dynamic_shapes, input_names=input_names,
