@@ -9,14 +9,6 @@ from charlm.config import config_from_dict
 from charlm.registry import get_registry
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def build_attention(n_kv_head, qk_norm=False, d_model=32, n_head=4):
     raw = {
         "model": {

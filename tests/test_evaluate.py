@@ -18,15 +18,6 @@ from charlm.model import ByteLM
 SEQ_LEN = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny ops: threads only add spin-waiting on a shared CPU
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_job(**model):
     raw = {"data": {"train": "x.bin"}, "max_steps": 1, "seq_len": SEQ_LEN, "device": "cpu"}
     raw["model"] = {"d_model": 32, "n_layer": 2, "n_head": 2, **model}

@@ -23,15 +23,6 @@ TEXT = b"the quick brown fox jumps over the lazy dog. " * 40
 FORMATS = ["int8", "safetensors", "torch-export", "torchscript"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # two shared cores: several threads per op only wait on each other
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def train_tiny(path, steps=40, **model):
     """A tiny model trained briefly on a repetitive text, so its logits are far from uniform."""
     torch.manual_seed(0)

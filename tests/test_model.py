@@ -11,14 +11,6 @@ from charlm.model import ByteLM
 from charlm.testing import check_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a shared CPU: threads only add hand-off waits
-    yield
-    torch.set_num_threads(threads)
-
-
 def model_config(**model):
     raw = {"model": {"d_model": 32, "n_layer": 2, "n_head": 4, **model}, "data": {"train": "x.bin"}, "max_steps": 1}
     return config_from_dict(raw).model

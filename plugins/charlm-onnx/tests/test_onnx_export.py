@@ -15,14 +15,6 @@ from charlm.model import ByteLM  # noqa: E402
 from charlm.registry import get_registry  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two shared cores: more threads only wait on each other
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_checkpoint(path, **model):
     """A random model with a tied head and non-zero projections, so its logits are far from uniform."""
     torch.manual_seed(0)
