@@ -71,18 +71,23 @@ def _file_errors():
         raise CharLMError(f"{exc.filename or 'file system'}: {exc.strerror or exc}") from exc
 
 
+def _prepare(args, inputs, **split) -> None:
+    """The packing step of both commands, with the options they share."""
+    meta = prepare(
+        inputs,
+        args.out,
+        jsonl_field=args.jsonl_field,
+        separator=args.separator,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        **split,
+    )
+    _report(args.out, meta)
+
+
 def run_prepare(args) -> int:
     with _file_errors():
-        meta = prepare(
-            args.inputs,
-            args.out,
-            jsonl_field=args.jsonl_field,
-            separator=args.separator,
-            val_fraction=args.val_fraction,
-            seed=args.seed,
-            val_inputs=args.val_inputs,
-        )
-    _report(args.out, meta)
+        _prepare(args, args.inputs, val_inputs=args.val_inputs)
     return 0
 
 
@@ -93,17 +98,7 @@ def run_pull(args) -> int:
         raise UsageError("choose one split rule: --val-fraction and --val-docs were both given")
     with _file_errors():
         files = source.fetch(Path(args.out) / "raw")
-        meta = prepare(
-            files,
-            args.out,
-            jsonl_field=args.jsonl_field,
-            separator=args.separator,
-            val_fraction=args.val_fraction,
-            seed=args.seed,
-            val_docs=args.val_docs,
-            source={"name": args.name, **source.provenance()},
-        )
-    _report(args.out, meta)
+        _prepare(args, files, val_docs=args.val_docs, source={"name": args.name, **source.provenance()})
     return 0
 
 

@@ -6,7 +6,7 @@ import sys
 
 def add_parser(sub):
     parser = sub.add_parser("eval", help="bits per byte of a checkpoint on a data split")
-    parser.add_argument("--checkpoint", required=True, help="a .pt checkpoint")
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint (.pt), or an int8 or safetensors export of one")
     parser.add_argument("--data", required=True, help="a split written by `charlm data prepare` (.bin)")
     parser.add_argument("--stride", type=int, help="bytes between window starts (default: half the context)")
     parser.add_argument("--max-bytes", type=int, help="evaluate only the first N bytes of the split")

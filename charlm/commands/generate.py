@@ -8,7 +8,7 @@ from charlm.generate import POLICIES
 
 def add_parser(sub):
     parser = sub.add_parser("generate", help="sample text from a checkpoint")
-    parser.add_argument("--checkpoint", required=True, help="a .pt checkpoint")
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint (.pt), or an int8 or safetensors export of one")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--prompt", help="the text to continue (default: stdin when piped, else empty)")
     source.add_argument("--prompt-file", help="read the prompt's bytes from a file")
