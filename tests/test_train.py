@@ -1,6 +1,6 @@
 """Training: loss goes down, accumulation, exact resume, signals, non-finite losses, torchrun."""
 
-import copy
+import importlib.util
 import json
 import math
 import os
@@ -193,11 +193,14 @@ def test_sigterm_checkpoints_and_resume_continues(corpus, tmp_path):
         (["--device", "cuda"], 2, "config error: device: 'cuda' is not available on this machine"),
         (["optimizer.fused=maybe"], 2, "config error: optimizer.fused:"),
         (["data.train=/nonexistent/train.bin"], 1, "error: /nonexistent/train.bin: no such file"),
+        (["logging.wandb_project=demo"], 2, "config error: logging.wandb_project: wandb is not installed"),
     ],
 )
 def test_run_errors_are_one_line(corpus, tmp_path, args, code, expected):
     if "cuda" in args and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
+    if any(a.startswith("logging.wandb") for a in args) and importlib.util.find_spec("wandb"):
+        pytest.skip("wandb is installed here")
     proc = cli("run", str(write_job(corpus, tmp_path)), *args)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == code
@@ -237,3 +240,10 @@ def test_a_fresh_run_never_overwrites_an_old_one(corpus, tmp_path):
     with pytest.raises(UsageError, match="already holds a run; continue it with --resume auto"):
         train(make_job(corpus, tmp_path / "r", max_steps=4))
     assert (tmp_path / "r/metrics.jsonl").read_text() == before
+
+
+def test_bf16_autocast_trains_on_cpu(corpus, tmp_path):
+    train(make_job(corpus, tmp_path / "bf16", max_steps=30, precision='"bf16"', **{"logging.final_eval": "false"}))
+    losses = train_losses(tmp_path / "bf16")
+    assert all(math.isfinite(x) for x in losses)
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.3
