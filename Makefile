@@ -46,9 +46,15 @@ export: setup
 bench: setup
 	$(BIN)/python bench/run_all.py
 
-demo: setup
-	$(BIN)/charlm list-plugins
-	$(BIN)/charlm config validate $(CONFIG)
+# The main job end to end: data, the micro model (a DEMO_TIME budget, shorter than the
+# 5-minute recipe), its bits/byte on the held-out texts, and a sample. Re-running resumes.
+DEMO_TIME ?= 2m
+DEMO_DIR ?= runs/demo
+
+demo: setup data/shakespeare/train.bin
+	$(BIN)/charlm run configs/micro.toml max_time=\"$(DEMO_TIME)\" out_dir=\"$(DEMO_DIR)\" --resume auto
+	$(BIN)/charlm eval --checkpoint $(DEMO_DIR)/checkpoints/last.pt --data data/shakespeare/val.bin --stride 64
+	$(BIN)/charlm generate --checkpoint $(DEMO_DIR)/checkpoints/last.pt --prompt "$(PROMPT)" --max-new 300 --temperature 0.8 --seed 0
 
 clean:
 	rm -rf $(VENV) runs data
