@@ -53,7 +53,7 @@ DEMO_DIR ?= runs/demo
 
 demo: setup data/shakespeare/train.bin
 	$(BIN)/charlm run configs/micro.toml max_time=\"$(DEMO_TIME)\" out_dir=\"$(DEMO_DIR)\" --resume auto
-	$(BIN)/charlm eval --checkpoint $(DEMO_DIR)/checkpoints/last.pt --data data/shakespeare/val.bin --stride 64
+	$(BIN)/charlm eval --checkpoint $(DEMO_DIR)/checkpoints/last.pt --data data/shakespeare/val.bin --stride 128
 	$(BIN)/charlm generate --checkpoint $(DEMO_DIR)/checkpoints/last.pt --prompt "$(PROMPT)" --max-new 300 --temperature 0.8 --seed 0
 
 clean:
