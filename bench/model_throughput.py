@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from charlm.config import config_from_dict, load_config
 from charlm.model import ByteLM
+from charlm.perf import measure_matmul_peak
 
 MICRO = Path(__file__).resolve().parent.parent / "configs" / "micro.toml"
 FALLBACK = {
@@ -56,13 +57,6 @@ def build_step(job, precision: str, compiled: bool):
         model.zero_grad(set_to_none=True)
 
     return step, inputs.numel()
-
-
-def matmul_flops(dtype: torch.dtype, n: int = 1024, repeats: int = 5) -> float:
-    """FLOP/s of the fastest of a few n x n matmuls: this machine's practical peak."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b  # warm-up
-    return 2 * n**3 / min(timed(lambda: a @ b, 1) for _ in range(repeats))
 
 
 def timed(fn, n: int) -> float:
@@ -116,7 +110,7 @@ def main() -> None:
         for row in rows:
             best[row] = max(best[row], bytes_per_s(steps[row], bytes_per_step, args.seconds / args.rounds))
         for dtype in peak:
-            peak[dtype] = max(peak[dtype], matmul_flops(dtype))
+            peak[dtype] = max(peak[dtype], measure_matmul_peak("cpu", dtype, seconds=0.2))
 
     print(
         f"matmul peak (1024^2): fp32 {peak[torch.float32] / 1e9:.1f} GFLOP/s, bf16 {peak[torch.bfloat16] / 1e9:.1f}"

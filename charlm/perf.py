@@ -17,8 +17,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@functools.lru_cache(maxsize=None)
-def matmul_peak_flops(device: str = "cpu", dtype: torch.dtype = torch.float32, n: int = 1024, seconds: float = 0.5) -> float:
+def measure_matmul_peak(device: str = "cpu", dtype: torch.dtype = torch.float32, n: int = 1024, seconds: float = 0.5) -> float:
     """FLOP/s of the best of repeated ``n x n`` matmuls, measured for about ``seconds``."""
     dev = torch.device(device)
     a = torch.randn(n, n, device=dev, dtype=dtype)
@@ -32,3 +31,7 @@ def matmul_peak_flops(device: str = "cpu", dtype: torch.dtype = torch.float32, n
         _sync(dev)
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best
+
+
+# measured once per process and device: MFU of several runs share one denominator
+matmul_peak_flops = functools.lru_cache(maxsize=None)(measure_matmul_peak)
