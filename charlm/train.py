@@ -393,6 +393,9 @@ class Trainer:
 def train(job: JobConfig, resume: str | None = None) -> dict:
     trainer = Trainer(job, resume=resume)
     try:
-        return trainer.run()
+        result = trainer.run()
+        # ranks leave together: gloo aborts a process that tears down while a peer still works
+        distributed.barrier(trainer.dist)
+        return result
     finally:
         trainer.close()
