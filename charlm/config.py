@@ -8,8 +8,6 @@ string is the same as a table holding only ``kind``. Every error names its dotte
 from __future__ import annotations
 
 import difflib
-import json
-import math
 import os
 import re
 import sys
@@ -22,6 +20,7 @@ import attrs
 import cattrs
 
 from charlm.errors import ConfigError, PluginError
+from charlm.tomlwrite import dumps_toml
 from charlm.validators import non_negative, positive
 
 if sys.version_info >= (3, 11):
@@ -463,42 +462,6 @@ def _unstructure(obj: Any) -> Any:
 def to_dict(job: JobConfig) -> dict:
     """Plain data (no None), loadable back by ``config_from_dict``; what checkpoints store."""
     return _unstructure(job)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {type(value).__name__} as TOML")
-
-
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
-
-
-def dumps_toml(data: dict, prefix: str = "") -> str:
-    scalars = [(k, v) for k, v in data.items() if not isinstance(v, dict)]
-    tables = [(k, v) for k, v in data.items() if isinstance(v, dict)]
-    lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in scalars]
-    out = []
-    if lines or (prefix and not tables):
-        out.append((f"[{prefix}]\n" if prefix else "") + "\n".join(lines) + "\n")
-    for k, v in tables:
-        out.append(dumps_toml(v, _join(prefix, _toml_key(k))))
-    return "\n".join(out)
 
 
 def config_to_toml(job: JobConfig) -> str:
