@@ -114,6 +114,7 @@ class Trainer:
             job.data.train, job.seq_len, job.micro_batch_size, job.seed, self.dist.rank, self.dist.world_size
         )
         self.val_split = open_split(job.data.val) if job.data.val and self._validates() else None
+        self.val_starts = self._val_window_starts() if self.val_split is not None and job.logging.eval_every else None
 
         torch.manual_seed(job.seed)
         self.model = ByteLM(job.model, max_len=job.seq_len).to(self.device)
@@ -134,6 +135,15 @@ class Trainer:
             )
         self.forward = self._wrap(self.model)
         self.log = RunLog(self.out_dir, job.logging, to_dict(job), enabled=self.dist.is_main)
+
+    def _val_window_starts(self) -> np.ndarray:
+        """The fixed, seeded windows that validation during training scores, drawn once."""
+        job = self.job
+        span = len(self.val_split) - job.seq_len - 1
+        if span < 0:
+            raise CharLMError(f"{job.data.val}: the validation split is shorter than seq_len + 1 = {job.seq_len + 1} bytes")
+        n_windows = max(1, job.logging.eval_bytes // job.seq_len)
+        return np.random.default_rng(job.seed).integers(0, span + 1, size=n_windows)
 
     def _validates(self) -> bool:
         return self.job.logging.eval_every > 0 or self.job.logging.final_eval
@@ -245,12 +255,8 @@ class Trainer:
     def validate(self) -> float:
         """Bits per byte on a fixed, seeded subset of validation windows."""
         job = self.job
-        tokens = self.val_split.tokens
-        n_windows = max(1, job.logging.eval_bytes // job.seq_len)
-        span = len(tokens) - job.seq_len - 1
-        if span < 0:
-            raise CharLMError(f"{job.data.val}: the validation split is shorter than seq_len + 1 = {job.seq_len + 1} bytes")
-        starts = np.random.default_rng(job.seed).integers(0, span + 1, size=n_windows)
+        tokens, starts = self.val_split.tokens, self.val_starts
+        n_windows = len(starts)
         self.model.eval()
         total, count = 0.0, 0
         for i in range(0, n_windows, job.micro_batch_size):
