@@ -20,6 +20,7 @@ import attrs
 import cattrs
 
 from charlm.errors import ConfigError, PluginError
+from charlm.ngram import MAX_BUCKETS
 from charlm.tomlwrite import dumps_toml
 from charlm.validators import non_negative, positive
 
@@ -61,6 +62,12 @@ def _duration(instance, attribute, value):
         parse_duration(value)
 
 
+def _ngram_buckets(instance, attribute, value):
+    for rows in value:
+        if not 1 <= rows <= MAX_BUCKETS:
+            raise ValueError(f"each table needs 1 to {MAX_BUCKETS} rows, got {rows}")
+
+
 @attrs.define
 class ModelConfig:
     d_model: int = attrs.field(default=128, validator=positive)
@@ -77,6 +84,8 @@ class ModelConfig:
     logit_softcap: float = attrs.field(default=0.0, validator=non_negative)  # 0: off
     init_std: float = attrs.field(default=0.02, validator=positive)
     zero_init_projections: bool = True  # attention/MLP output projections start at zero
+    # rows of the hashed 2-gram, 3-gram, ... embeddings added to the byte embedding (charlm/ngram.py)
+    ngram_buckets: list[int] = attrs.field(factory=list, validator=_ngram_buckets)
 
     @property
     def kv_heads(self) -> int:

@@ -10,7 +10,8 @@ One code path runs three ways:
 - decode: ``model(next_bytes, pos=n, states=states)`` continues from those states.
 
 The model hands each block its state and never looks inside it. Each block initialises its
-own parameters; the model initialises only the embedding and the head.
+own parameters; the model initialises only the embeddings and the head. The state is a list:
+one entry per block, then, with n-gram embeddings, the last bytes of each sequence.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import math
 import torch
 from torch import nn
 
+from charlm.ngram import NgramEmbedding
 from charlm.registry import get_registry
 
 VOCAB_SIZE = 256  # bytes
@@ -52,6 +54,7 @@ class ByteLM(nn.Module):
         self.cfg = cfg
         self.max_len = max_len
         self.embed = nn.Embedding(VOCAB_SIZE, cfg.d_model)
+        self.ngram = NgramEmbedding(cfg.ngram_buckets, cfg.d_model) if cfg.ngram_buckets else None
         # one positional encoding shared by every block: a learned table is stored once
         self.positional = registry.create("positional", cfg.positional, model=cfg, max_len=max_len)
         self.blocks = nn.ModuleList(
@@ -74,12 +77,18 @@ class ByteLM(nn.Module):
 
         Returns ``(logits, None)`` without states and ``(logits, new_states)`` with them.
         """
-        x = self.positional.embed(self.embed(idx), pos)
+        x = self.embed(idx)
+        if self.ngram is not None:
+            before = states[-1] if states is not None else self.ngram.init_state(idx.shape[0], idx.device)
+            x = x + self.ngram(idx, before)
+        x = self.positional.embed(x, pos)
         new_states = None if states is None else []
         for i, block in enumerate(self.blocks):
             x, state = block(x, pos, None if states is None else states[i])
             if new_states is not None:
                 new_states.append(state)
+        if new_states is not None and self.ngram is not None:
+            new_states.append(self.ngram.next_state(states[-1], idx))
         x = self.norm(x)
         logits = self.head(x) if self.head is not None else x @ self.embed.weight.t()
         if self.cfg.logit_softcap > 0:
@@ -88,15 +97,20 @@ class ByteLM(nn.Module):
         return logits.float(), new_states
 
     def init_states(self, batch: int, max_len: int, device, dtype) -> list:
-        """Empty per-layer states for ``batch`` sequences of up to ``max_len`` bytes."""
-        return [block.init_state(batch, max_len, device, dtype) for block in self.blocks]
+        """Empty states for ``batch`` sequences of up to ``max_len`` bytes: one per block, then
+        (with n-gram embeddings) the bytes before the first, all 0."""
+        states = [block.init_state(batch, max_len, device, dtype) for block in self.blocks]
+        if self.ngram is not None:
+            states.append(self.ngram.init_state(batch, device))
+        return states
 
     def num_parameters(self, non_embedding: bool = False) -> int:
-        """Parameters (a tied head counted once); ``non_embedding`` leaves out the byte and
-        position tables, which are lookups, not matmuls (a tied head goes with them)."""
+        """Parameters (a tied head counted once); ``non_embedding`` leaves out the byte, n-gram
+        and position tables, which are lookups, not matmuls (a tied head goes with them)."""
         total = sum(p.numel() for p in self.parameters())
         if non_embedding:
             total -= self.embed.weight.numel()
+            total -= sum(p.numel() for p in self.ngram.parameters()) if self.ngram is not None else 0
             total -= sum(p.numel() for p in self.positional.parameters())
         return total
 
@@ -118,6 +132,8 @@ class ByteLM(nn.Module):
         block names (an SSM's decay rates are 2-D yet must not decay)."""
         names = {name for name, p in self.named_parameters() if p.ndim < 2}
         names.add("embed.weight")
+        if self.ngram is not None:
+            names |= {f"ngram.{name}" for name, _ in self.ngram.named_parameters()}
         names |= {f"positional.{name}" for name, _ in self.positional.named_parameters()}
         for i, block in enumerate(self.blocks):
             names |= {f"blocks.{i}.{name}" for name in block.no_weight_decay()}

@@ -129,11 +129,12 @@ def _build(cfg: ModelConfig, max_len: int, registry) -> ByteLM:
 
 def _run_chunks(model: ByteLM, idx: torch.Tensor, start: int, chunks: list[int]) -> torch.Tensor:
     states = model.init_states(idx.shape[0], idx.shape[1], idx.device, torch.float32)
+    expected = len(states)
     logits, offset = [], 0
     for size in chunks:
         out, states = model(idx[:, offset : offset + size], pos=start + offset, states=states)
-        assert states is not None and len(states) == len(model.blocks), (
-            f"with states the model must return one state per layer, got {states!r}"
+        assert states is not None and len(states) == expected, (
+            f"with states the model must return as many states as init_states ({expected}), got {states!r}"
         )
         logits.append(out)
         offset += size

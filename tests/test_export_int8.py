@@ -39,8 +39,11 @@ def int8_file(tmp_path_factory):
 
     torch.manual_seed(0)
     job = config_from_dict({"seq_len": 16, "max_steps": 1, "model": {"d_model": 32, "n_layer": 1, "n_head": 2,
-                            "zero_init_projections": False}})  # tied embeddings: the head reads the int8 table
+                            "zero_init_projections": False, "ngram_buckets": [64, 32]}})  # tied: the head reads the int8 table
     model = ByteLM(job.model, max_len=job.seq_len).eval()
+    with torch.no_grad():
+        for table in model.ngram.tables:  # zero-initialised: give the n-gram tables something to quantise
+            table.weight.normal_(std=0.02)
     path = tmp_path_factory.mktemp("int8") / "m.int8"
     Int8Exporter(Int8Options()).export(model, job, path)
     return path, model

@@ -194,6 +194,20 @@ def test_any_block_kind_and_fixed_size_states():
         assert out == greedy(lm, b"hello", 2 * WINDOW + 5, cache=False)
 
 
+@pytest.mark.parametrize("policy, sink", [("recompute", 0), ("sink", SINK_BYTES)])
+def test_ngram_state_survives_decoding_and_re_windowing(policy, sink):
+    torch.manual_seed(0)
+    job = make_job(ngram_buckets=[64, 128])
+    model = ByteLM(job.model, job.seq_len).eval()
+    with torch.no_grad():
+        for table in model.ngram.tables:
+            table.weight.normal_(std=1.0)  # loud enough to steer greedy choices
+    lm = charlm.generate.LanguageModel(model, job, torch.device("cpu"))
+    out = greedy(lm, b"the ", 4 * WINDOW, context_policy=policy)
+    assert out == greedy(lm, b"the ", 4 * WINDOW, context_policy=policy, cache=False)
+    assert out == reference_greedy(model, b"the ", 4 * WINDOW, WINDOW, sink)
+
+
 def test_sample_tokens_yields_batches(lm):
     tokens = list(sample_tokens(lm.model, b"ab", 5, build_sampler(), Window(WINDOW), None, num_samples=4))
     assert len(tokens) == 5 and all(t.shape == (4,) for t in tokens)

@@ -8,6 +8,7 @@ import torch
 from charlm.config import config_from_dict
 from charlm.errors import CharLMError, ConfigError
 from charlm.model import ByteLM
+from charlm.ngram import bucket_of
 from charlm.testing import check_model
 
 
@@ -45,6 +46,8 @@ BUILTIN_CONFIGS = {
         "zero_init_projections": False,
     },
     "rope-theta-gqa": {"positional": {"kind": "rope", "theta": 500.0}, "n_kv_head": 2},
+    "ngram-2": {"ngram_buckets": [512]},
+    "ngram-2-3-4-untied": {"ngram_buckets": [512, 1024, 64], "tie_embeddings": False},
 }
 
 
@@ -111,6 +114,61 @@ def test_parameter_count_matches_a_hand_count():
     assert learned.num_parameters(non_embedding=True) == tied - embedding
     # the shared table is stored once, not once per layer
     assert [k for k in learned.state_dict() if "positional" in k] == ["positional.table.weight"]
+
+
+def test_ngram_tables_are_lookups_not_matmuls():
+    plain = ByteLM(model_config(n_kv_head=2), 64)
+    model = ByteLM(model_config(n_kv_head=2, ngram_buckets=[512, 1024]), 64)
+    assert model.num_parameters() == plain.num_parameters() + (512 + 1024) * 32
+    assert model.num_parameters(non_embedding=True) == plain.num_parameters(non_embedding=True)
+    assert model.flops_per_byte(64) == plain.flops_per_byte(64)
+    assert {"ngram.tables.0.weight", "ngram.tables.1.weight"} <= model.no_weight_decay()
+
+
+def test_ngram_hash_spreads_every_bigram_evenly_and_breaks_patterns():
+    codes = torch.arange(256)[:, None] * 257 + torch.arange(256)  # every bigram's polynomial code
+    counts = torch.bincount(bucket_of(codes.flatten(), 4096), minlength=4096)
+    assert counts.min() >= 4 and counts.max() <= 32  # 16 a bucket on average
+    # a modulus alone would put codes a table size apart in one bucket, every time
+    codes = torch.arange(10000)
+    assert (bucket_of(codes, 8192) == bucket_of(codes + 8192, 8192)).float().mean() < 0.01
+
+
+def test_ngram_embeddings_start_silent():
+    model = ByteLM(model_config(ngram_buckets=[64, 128]), 16)
+    plain = ByteLM(model_config(), 16)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("ngram.")})
+    idx = torch.randint(0, 256, (2, 10))
+    assert torch.equal(model(idx)[0], plain(idx)[0])
+
+
+@pytest.mark.parametrize("buckets", [[64], [64, 128], [64, 128, 32]])
+def test_an_n_gram_table_reads_exactly_n_minus_1_bytes_back(buckets):
+    model = randomised(model_config(ngram_buckets=buckets, n_layer=1), max_len=16)
+    torch.nn.init.zeros_(model.blocks[0].attn.out.weight)  # no attention: only the n-grams look back
+    idx = torch.randint(0, 256, (2, 12))
+    changed = idx.clone()
+    changed[:, 4] = (changed[:, 4] + 1) % 256
+    before, after = model(idx)[0], model(changed)[0]
+    reach = 4 + len(buckets)  # the last position whose n-grams contain byte 4
+    assert torch.equal(before[:, :4], after[:, :4])
+    for t in range(4, reach + 1):
+        assert not torch.allclose(before[:, t], after[:, t]), t
+    assert torch.equal(before[:, reach + 1 :], after[:, reach + 1 :])
+
+
+def test_ngram_state_carries_the_last_bytes_across_decode_steps():
+    model = randomised(model_config(ngram_buckets=[64, 128]), max_len=32)
+    idx = torch.randint(1, 256, (2, 12))
+    full, _ = model(idx)
+    states = model.init_states(2, 32, torch.device("cpu"), torch.float32)
+    assert len(states) == len(model.blocks) + 1 and states[-1].shape == (2, 2) and not states[-1].any()
+    _, states = model(idx[:, :1], 0, states)
+    assert torch.equal(states[-1], torch.stack([torch.zeros(2, dtype=torch.long), idx[:, 0]], dim=1))
+    _, states = model(idx[:, 1:7], 1, states)
+    assert torch.equal(states[-1], idx[:, 5:7])
+    step, states = model(idx[:, 7:8], 7, states)
+    torch.testing.assert_close(step[:, 0], full[:, 7], atol=1e-5, rtol=0)
 
 
 def test_flops_per_byte_is_6n_plus_the_attention_term():

@@ -21,6 +21,10 @@ def random_checkpoint(path, **model):
     job = config_from_dict({"seq_len": 16, "max_steps": 1, "model": {
         "d_model": 32, "n_layer": 2, "n_head": 2, "zero_init_projections": False, "init_std": 0.2, **model}})
     model = ByteLM(job.model, max_len=job.seq_len)
+    if model.ngram is not None:
+        with torch.no_grad():
+            for table in model.ngram.tables:  # zero-initialised: make the n-grams count
+                table.weight.normal_(std=0.2)
     save_checkpoint(path, {"model": model.state_dict(), "config": to_dict(job)})
     return path, model.eval()
 
@@ -49,9 +53,10 @@ def test_onnx_transformer_forward_graph(tmp_path, capsys):
     assert main(["export", "--format", "onnx", "--checkpoint", str(checkpoint), "--out", str(out), "--no-validate"]) == 0
 
 
-def test_onnx_decode_step_graph_carries_the_ssm_state(tmp_path):
+@pytest.mark.parametrize("ngram_buckets, ngram_states", [([], 0), ([64, 32], 1)])
+def test_onnx_decode_step_graph_carries_the_ssm_state(tmp_path, ngram_buckets, ngram_states):
     pytest.importorskip("charlm_ssm", reason="charlm-ssm is not installed (its blocks have tensor states)")
-    checkpoint, source = random_checkpoint(tmp_path / "s.pt", layers=["ssm", "ssm"])
+    checkpoint, source = random_checkpoint(tmp_path / "s.pt", layers=["ssm", "ssm"], ngram_buckets=ngram_buckets)
     out = tmp_path / "s.onnx"
     report = export("onnx", checkpoint, out)
     assert report.passed, report.table()
@@ -59,7 +64,8 @@ def test_onnx_decode_step_graph_carries_the_ssm_state(tmp_path):
     runner = make_exporter("onnx").load(out, torch.device("cpu"))
     assert runner.decode is not None
     names = [i.name for i in runner.decode.get_inputs()]
-    assert names[:2] == ["token", "pos"] and len(names) == 2 + 4  # conv tail + SSM state per layer
+    # conv tail + SSM state per layer, then the last bytes the n-gram embeddings read
+    assert names[:2] == ["token", "pos"] and len(names) == 2 + 4 + ngram_states
     x = torch.randint(0, 256, (1, 12))
     with torch.no_grad():
         want = source(x)[0][0]
