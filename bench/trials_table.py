@@ -12,6 +12,8 @@ def main() -> None:
     print("|---|---|---:|---:|---:|")
     for t in trials:
         overrides = " ".join(f"`{o}`" for o in t["overrides"]) or "(none)"
+        if t.get("note"):  # e.g. a prototype whose config key no longer exists
+            overrides += f" ({t['note']})"
         print(f"| {t['name']} | {overrides} | {t['val_bpb']:.4f} | {t['tokens_per_s']:,} | {t['steps']:,} |")
 
 
