@@ -1,4 +1,11 @@
-"""CharLM: byte-level language models, assembled from plugins."""
+"""CharLM: byte-level language models, assembled from plugins.
+
+``__all__`` is the public API: what a plugin may import (``from charlm import ...``). Nothing
+under ``charlm.builtin`` is part of it. Names are imported on first use, so ``import charlm``
+stays light (no torch) for the CLI and for plugin modules that only register components.
+"""
+
+import importlib
 
 import pluggy
 
@@ -6,6 +13,40 @@ __version__ = "0.1.0"
 
 hookimpl = pluggy.HookimplMarker("charlm")
 """Marks a plugin's hook implementations: ``@charlm.hookimpl def register_blocks(register): ...``."""
+
+# public name -> the module that defines it
+_LAZY = {
+    # reaching components: the process-wide registry
+    "get_registry": "charlm.registry",
+    # what each kind provides (charlm.interfaces)
+    "Block": "charlm.interfaces",
+    "PositionalEncoding": "charlm.interfaces",
+    "Sampler": "charlm.interfaces",
+    "Scheduler": "charlm.interfaces",
+    "Exporter": "charlm.interfaces",
+    "Runner": "charlm.interfaces",
+    "DataSource": "charlm.interfaces",
+    # helpers for blocks
+    "init_residual_projection": "charlm.model",
+    "KVCache": "charlm.builtin.attention",
+    # helpers for exporters: ready Runners, the logits-only wrapper, the job as plain data
+    "ModelRunner": "charlm.export",
+    "SequenceRunner": "charlm.export",
+    "LogitsOnly": "charlm.export",
+    "to_dict": "charlm.config",
+    # options: attrs validators whose errors name the key
+    "positive": "charlm.validators",
+    "non_negative": "charlm.validators",
+    "in_range": "charlm.validators",
+    # errors that become one line and an exit code
+    "CharLMError": "charlm.errors",
+    "UsageError": "charlm.errors",
+    "ConfigError": "charlm.errors",
+    "PluginError": "charlm.errors",
+}
+_SUBMODULES = ("testing",)  # contract checks: ``from charlm.testing import check_block``
+
+__all__ = ["__version__", "hookimpl", "load", *_LAZY, *_SUBMODULES]
 
 
 def load(checkpoint, device="cpu"):
@@ -15,4 +56,16 @@ def load(checkpoint, device="cpu"):
     return load_model(checkpoint, device=device)
 
 
-__all__ = ["__version__", "hookimpl", "load"]
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"charlm.{name}")
+    else:
+        raise AttributeError(f"module 'charlm' has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})

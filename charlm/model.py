@@ -49,8 +49,9 @@ class ByteLM(nn.Module):
     """
 
     def __init__(self, cfg, max_len: int, registry=None):
+        # `registry` is ignored: a transitional keyword while charlm.testing still passes it
         super().__init__()
-        registry = registry if registry is not None else get_registry()
+        registry = get_registry()
         self.cfg = cfg
         self.max_len = max_len
         self.embed = nn.Embedding(VOCAB_SIZE, cfg.d_model)

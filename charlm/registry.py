@@ -1,9 +1,21 @@
 """The plugin manager: built-in modules and entry points -> (kind, name) -> component.
 
-The registry is the only way the core finds a component. Built-in plugins are listed in
-``BUILTIN_MODULES`` and registered through the same hooks as third-party ones, which come
-from the ``charlm`` entry-point group. We walk the entry points ourselves: pluggy's loader
-drops a second entry point of the same name and stops at the first plugin that fails.
+The registry is the only way the core finds a component, and ``get_registry()`` is the one
+way to reach it. Built-in plugins are listed in ``BUILTIN_MODULES`` and registered through
+the same hooks as third-party ones, which come from the ``charlm`` entry-point group.
+
+pluggy checks each plugin's hook signatures when it is registered and holds its hook
+implementations; the registry calls one plugin's implementations at a time (taken from
+``pm.hook.<name>.get_hookimpls()``), so that each registration is credited to its plugin
+and a plugin that fails adds nothing. We walk the entry points ourselves rather than call
+``pm.load_setuptools_entrypoints``: pluggy's loader drops a second entry point of the same
+name and stops at the first plugin that fails to import.
+
+Hook hygiene, plugin by plugin (pluggy's ``check_pending()`` would stop at the first): a
+function marked ``@charlm.hookimpl`` whose name no hook has, or a ``register_*`` function
+left unmarked, is never called; it is a warning naming the plugin and the function (an
+error for a built-in). Two plugins registering one name is a clash: ``get_registry()``
+raises it naming both, while ``charlm list-plugins`` still lists everything, clash included.
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata
+import inspect
 import os
 import warnings
 from typing import Any, Callable
@@ -23,6 +36,7 @@ from charlm.errors import PluginError
 
 ENTRY_POINT_GROUP = "charlm"
 DISABLE_ENV = "CHARLM_DISABLE_PLUGINS"
+BUILTIN_DISTRIBUTION = "charlm"
 
 # kind -> hook name (public API)
 KINDS: dict[str, str] = {
@@ -60,7 +74,7 @@ KNOWN_PROVIDERS: dict[tuple[str, str], str] = {
 
 
 class PluginLoadWarning(UserWarning):
-    """A plugin failed to load; the others were loaded."""
+    """A plugin failed to load, or has a hook that is never called; the others were loaded."""
 
 
 @attrs.frozen
@@ -73,6 +87,22 @@ class Component:
     plugin: str
 
 
+@attrs.frozen
+class Clash:
+    """One name of one kind registered by two plugins (the first keeps it)."""
+
+    kind: str
+    name: str
+    first: str
+    second: str
+
+    def message(self) -> str:
+        return (
+            f"{self.kind} {self.name!r} is registered by two plugins: {self.first!r} and {self.second!r}; "
+            f"disable one with --disable-plugins {self.second} (or {DISABLE_ENV}={self.second})"
+        )
+
+
 @attrs.define
 class PluginInfo:
     name: str
@@ -81,21 +111,12 @@ class PluginInfo:
     version: str
     status: str = "ok"  # ok | failed | disabled
     error: str | None = None
+    warnings: list[str] = attrs.Factory(list)  # hooks that are never called
     components: dict[str, list[Component]] = attrs.Factory(dict)
 
-    def to_json(self) -> dict:
-        return {
-            "name": self.name,
-            "distribution": self.distribution,
-            "version": self.version,
-            "module": self.module,
-            "status": self.status,
-            "error": self.error,
-            "components": {
-                kind: [{"name": c.name, "help": c.help} for c in comps]
-                for kind, comps in self.components.items()
-            },
-        }
+    @property
+    def registers_nothing(self) -> bool:
+        return self.status == "ok" and not self.components
 
 
 def disabled_from_env() -> set[str]:
@@ -103,16 +124,21 @@ def disabled_from_env() -> set[str]:
 
 
 class Registry:
-    """Every installed component, by kind and name."""
+    """Every installed component, by kind and name.
+
+    A name clash does not stop loading: it is recorded in ``clashes`` (the first plugin keeps
+    the name) and raised by ``check_clashes()``, which ``get_registry()`` calls.
+    """
 
     def __init__(self, disabled: set[str] | frozenset[str] = frozenset(), entry_points: bool = True):
         self.disabled = set(disabled)
         self.plugins: list[PluginInfo] = []
+        self.clashes: list[Clash] = []
         self._components: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
         self._pm = pluggy.PluginManager("charlm")
         self._pm.add_hookspecs(hookspecs)
         for name, module in BUILTIN_MODULES.items():
-            self._load(name, module, "charlm", __version__)
+            self._load(name, module, BUILTIN_DISTRIBUTION, __version__)
         if entry_points:
             for ep in _charlm_entry_points():
                 dist = ep.dist.name if ep.dist else "?"
@@ -125,50 +151,71 @@ class Registry:
         if name in self.disabled or dist in self.disabled:
             info.status = "disabled"
             return
+        where = f"plugin {name!r} ({dist} {version}, {module_name})"
         try:
             module = importlib.import_module(module_name)
             self._pm.register(module, name=f"{dist}:{name}")
-            found = self._collect(module, info)
-        except PluginError:
-            raise
+            found = self._call_hooks(module, name)
         except Exception as exc:  # a broken plugin must not take the others down
             info.status, info.error = "failed", f"{type(exc).__name__}: {exc}"
-            warnings.warn(
-                f"plugin {name!r} ({dist} {version}, {module_name}) failed to load: {info.error}",
-                PluginLoadWarning,
-                stacklevel=2,
-            )
+            warnings.warn(f"{where} failed to load: {info.error}", PluginLoadWarning, stacklevel=2)
             return
+        info.warnings = self._uncalled_hooks(module)
+        if info.warnings and dist == BUILTIN_DISTRIBUTION:
+            raise PluginError(f"built-in {where}: {info.warnings[0]}")
+        for problem in info.warnings:
+            warnings.warn(f"{where}: {problem}", PluginLoadWarning, stacklevel=2)
         for comp in found:
-            self._add(comp)
             info.components.setdefault(comp.kind, []).append(comp)
+            self._add(comp)
 
-    def _collect(self, module, info: PluginInfo) -> list[Component]:
-        """Call each hook of one plugin and return what it registered (nothing is added yet)."""
+    def _call_hooks(self, module, plugin: str) -> list[Component]:
+        """Call one plugin's hook implementations, as pluggy holds them, and return what they
+        registered (nothing is added yet, so a hook that raises leaves no trace)."""
         found: list[Component] = []
         for kind, hook_name in KINDS.items():
-            impl = getattr(module, hook_name, None)
-            if impl is None or not hasattr(impl, "charlm_impl"):
-                continue
 
-            def register(name, factory, config=None, help="", _kind=kind):
+            def register(name, factory, config=None, help="", _kind=kind, _hook=hook_name):
                 if not isinstance(name, str) or not name:
-                    raise TypeError(f"{hook_name}: a component name must be a non-empty string, got {name!r}")
+                    raise TypeError(f"{_hook}: a component name must be a non-empty string, got {name!r}")
                 if config is not None and not attrs.has(config):
-                    raise TypeError(f"{hook_name}: config for {name!r} must be an attrs class")
-                found.append(Component(_kind, name, factory, config, help, info.name))
+                    raise TypeError(f"{_hook}: config for {name!r} must be an attrs class")
+                found.append(Component(_kind, name, factory, config, help, plugin))
 
-            impl(register=register)
+            for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
+                if impl.plugin is module:
+                    impl.function(*(register for _ in impl.argnames))  # the one argument is `register`
         return found
+
+    def _uncalled_hooks(self, module) -> list[str]:
+        """pluggy's ``check_pending()`` for one plugin, plus ``register_*`` functions left unmarked."""
+        problems = [
+            f"{caller.name} is not a charlm hook{_did_you_mean(caller.name)}; it is never called"
+            for caller in self._pm.get_hookcallers(module) or []
+            if not caller.has_spec()
+        ]
+        for attr, obj in vars(module).items():
+            if (
+                attr.startswith("register_")
+                and inspect.isfunction(obj)
+                and obj.__module__ == module.__name__
+                and self._pm.parse_hookimpl_opts(module, attr) is None
+            ):
+                unknown = "" if attr in KINDS.values() else f", nor a charlm hook{_did_you_mean(attr)}"
+                problems.append(f"{attr} is not marked @charlm.hookimpl{unknown}; it is never called")
+        return problems
 
     def _add(self, comp: Component) -> None:
         existing = self._components[comp.kind].get(comp.name)
-        if existing is not None:
-            raise PluginError(
-                f"{comp.kind} {comp.name!r} is registered by two plugins: {existing.plugin!r} and "
-                f"{comp.plugin!r}; disable one with {DISABLE_ENV}={comp.plugin}"
-            )
-        self._components[comp.kind][comp.name] = comp
+        if existing is None:
+            self._components[comp.kind][comp.name] = comp
+        else:
+            self.clashes.append(Clash(comp.kind, comp.name, existing.plugin, comp.plugin))
+
+    def check_clashes(self) -> None:
+        """Raise ``PluginError`` naming both plugins of the first name clash, if any."""
+        if self.clashes:
+            raise PluginError(self.clashes[0].message())
 
     def names(self, kind: str) -> list[str]:
         return sorted(self._components[kind])
@@ -185,6 +232,11 @@ class Registry:
         """Build a component from a ``ComponentSpec``; ``context`` is what that kind's factories take."""
         comp = self.get(kind, spec.kind)
         return comp.factory(spec.options, **context)
+
+
+def _did_you_mean(hook_name: str) -> str:
+    close = difflib.get_close_matches(hook_name, KINDS.values(), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def unknown_component_message(kind: str, name: str, available: list[str]) -> str:
@@ -212,9 +264,15 @@ def _charlm_entry_points() -> list[importlib.metadata.EntryPoint]:
 _default: Registry | None = None
 
 
-def get_registry() -> Registry:
-    """The process-wide registry, honouring ``CHARLM_DISABLE_PLUGINS``."""
+def get_registry(check_clashes: bool = True) -> Registry:
+    """The process-wide registry, honouring ``CHARLM_DISABLE_PLUGINS`` (rebuilt when it changes).
+
+    A name clash raises ``PluginError``; ``check_clashes=False`` is for ``list-plugins``,
+    which shows the clash instead.
+    """
     global _default
     if _default is None or _default.disabled != disabled_from_env():
         _default = Registry(disabled=disabled_from_env())
+    if check_clashes:
+        _default.check_clashes()
     return _default

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from charlm import registry as registry_module
 from charlm.errors import PluginError
 from charlm.registry import PluginLoadWarning, Registry
 
@@ -49,7 +50,9 @@ def site(tmp_path, monkeypatch):
     site = tmp_path / "site"
     site.mkdir()
     monkeypatch.syspath_prepend(str(site))
-    return site
+    yield site
+    for name in [n for n, m in sys.modules.items() if str(getattr(m, "__file__", None)).startswith(str(site))]:
+        del sys.modules[name]  # the next test's plugin of the same name is a new module
 
 
 def test_entry_point_plugin_is_discovered(site):
@@ -77,16 +80,22 @@ def test_broken_plugin_warns_and_others_still_load(site):
 def test_duplicate_component_names_both_plugins(site):
     make_distribution(site, "charlm-half", "half", "charlm_half_plugin", GOOD)
     make_distribution(site, "charlm-half-too", "half_too", "charlm_half_too_plugin", GOOD)
+    registry = Registry()  # a clash does not stop loading: list-plugins must be able to show it
+    assert [(c.kind, c.name, c.first, c.second) for c in registry.clashes] == [
+        ("sampler", "noop", "half", "half_too"),
+        ("scheduler", "half", "half", "half_too"),
+    ]
     # entry points load in (distribution, name) order, hooks in kind order: samplers first
-    with pytest.raises(PluginError, match=r"sampler 'noop' is registered by two plugins: 'half' and 'half_too'"):
-        Registry()
+    with pytest.raises(PluginError, match=r"sampler 'noop' is registered by two plugins: 'half' and 'half_too'; "
+                                          r"disable one with --disable-plugins half_too"):
+        registry.check_clashes()
 
 
 def test_duplicate_of_a_builtin_is_an_error(site):
     source = GOOD.replace('register("half"', 'register("cosine"')
     make_distribution(site, "charlm-cos", "cos", "charlm_cos_plugin", source)
     with pytest.raises(PluginError, match="'schedulers' and 'cos'"):
-        Registry()
+        Registry().check_clashes()
 
 
 def test_two_entry_points_with_one_name_are_both_loaded(site):
@@ -127,7 +136,11 @@ def test_list_plugins_json_shows_ok_failed_and_disabled(site):
     assert proc.returncode == 0, proc.stderr
     plugins = {p["name"]: p for p in json.loads(proc.stdout)}
     assert plugins["half"]["status"] == "ok" and plugins["half"]["version"] == "2.3"
-    assert plugins["half"]["components"]["scheduler"] == [{"name": "half", "help": "never below half"}]
+    assert plugins["half"]["components"]["scheduler"] == [
+        {"name": "half", "help": "never below half",
+         "options": [{"name": "floor", "type": "float", "required": False, "default": 0.5}]}
+    ]
+    assert plugins["half"]["clashes"] == [] and plugins["half"]["registers_nothing"] is False
     assert plugins["broken"]["status"] == "failed" and "ModuleNotFoundError" in plugins["broken"]["error"]
     assert plugins["off"]["status"] == "disabled" and plugins["off"]["components"] == {}
     assert "warning: plugin 'broken'" in proc.stderr
@@ -140,3 +153,93 @@ def test_list_plugins_text_and_env_disable(site):
     assert proc.returncode == 0
     assert "half  (charlm-half 1.0, charlm_half_plugin)  [disabled]" in proc.stdout
     assert "scheduler    cosine" in proc.stdout
+    assert "warmup_steps: int" not in proc.stdout  # options only with --verbose
+
+
+MISNAMED = """
+    import charlm
+
+    @charlm.hookimpl
+    def register_sampler(register):  # the hook is register_samplers
+        register("typical", lambda options: None)
+"""
+
+UNMARKED = """
+    def register_samplers(register):  # no @charlm.hookimpl
+        register("typical", lambda options: None)
+"""
+
+
+@pytest.mark.parametrize(
+    "source, problem",
+    [
+        (MISNAMED, "register_sampler is not a charlm hook (did you mean register_samplers?); it is never called"),
+        (UNMARKED, "register_samplers is not marked @charlm.hookimpl; it is never called"),
+    ],
+)
+def test_a_hook_that_is_never_called_is_a_warning_naming_plugin_and_hook(site, source, problem):
+    make_distribution(site, "charlm-typical", "typical", "charlm_typical_plugin", source)
+    with pytest.warns(PluginLoadWarning) as caught:
+        registry = Registry()
+    messages = [str(w.message) for w in caught]
+    assert f"plugin 'typical' (charlm-typical 1.0, charlm_typical_plugin): {problem}" in messages
+    info = next(p for p in registry.plugins if p.name == "typical")
+    assert info.status == "ok" and info.warnings == [problem] and info.registers_nothing
+
+
+def test_a_builtin_hook_that_is_never_called_is_an_error(site, monkeypatch):
+    (site / "charlm_builtin_typo.py").write_text(textwrap.dedent(MISNAMED))
+    monkeypatch.setitem(registry_module.BUILTIN_MODULES, "typo", "charlm_builtin_typo")
+    with pytest.raises(PluginError, match=r"^built-in plugin 'typo' \(charlm .*\): register_sampler is not a charlm hook"):
+        Registry(entry_points=False)
+
+
+def test_list_plugins_marks_a_plugin_that_registers_nothing_and_its_uncalled_hook(site):
+    make_distribution(site, "charlm-typical", "typical", "charlm_typical_plugin", MISNAMED)
+    make_distribution(site, "charlm-empty", "empty", "charlm_empty_plugin", "import charlm\n")
+    text = run_cli(["list-plugins"], site)
+    assert text.returncode == 0, text.stderr
+    empty = text.stdout.split("empty  (charlm-empty 1.0, charlm_empty_plugin)  [ok]\n")[1]
+    assert empty.startswith("    (registers nothing)\n")
+    assert "    warning: register_sampler is not a charlm hook (did you mean register_samplers?)" in text.stdout
+    assert "warning: plugin 'typical' (charlm-typical 1.0, charlm_typical_plugin): register_sampler" in text.stderr
+    plugins = {p["name"]: p for p in json.loads(run_cli(["list-plugins", "--json"], site).stdout)}
+    assert plugins["empty"]["registers_nothing"] and plugins["empty"]["warnings"] == []
+    assert plugins["typical"]["registers_nothing"] and "register_sampler" in plugins["typical"]["warnings"][0]
+    assert not plugins["schedulers"]["registers_nothing"]
+
+
+MICRO = str(Path(__file__).resolve().parents[1] / "configs" / "micro.toml")
+CLASH = "sampler 'noop' is registered by two plugins: 'half' and 'half_too'; disable one with --disable-plugins half_too"
+
+
+def test_a_clash_is_listed_every_other_command_exits_2_and_disabling_resolves_it(site):
+    make_distribution(site, "charlm-half", "half", "charlm_half_plugin", GOOD)
+    make_distribution(site, "charlm-half-too", "half_too", "charlm_half_too_plugin", GOOD)
+
+    listing = run_cli(["list-plugins"], site)
+    assert listing.returncode == 0, listing.stderr
+    assert f"warning: {CLASH} (or CHARLM_DISABLE_PLUGINS=half_too)" in listing.stderr
+    assert listing.stdout.count("noop           does nothing  [clash: also registered by 'half_too']") == 1
+    assert listing.stdout.count("noop           does nothing  [clash: also registered by 'half']") == 1
+    plugins = {p["name"]: p for p in json.loads(run_cli(["list-plugins", "--json"], site).stdout)}
+    for name in ("half", "half_too"):
+        assert {"kind": "sampler", "name": "noop", "plugins": ["half", "half_too"]} in plugins[name]["clashes"]
+
+    validate = run_cli(["config", "validate", MICRO], site)
+    assert validate.returncode == 2
+    assert validate.stderr.strip().splitlines() == [f"plugin error: {CLASH} (or CHARLM_DISABLE_PLUGINS=half_too)"]
+
+    resolved = run_cli(["--disable-plugins", "half_too", "config", "validate", MICRO], site)
+    assert resolved.returncode == 0, resolved.stderr
+    plugins = {p["name"]: p for p in json.loads(run_cli(["--disable-plugins", "half_too", "list-plugins", "--json"], site).stdout)}
+    assert plugins["half"]["clashes"] == [] and plugins["half_too"]["status"] == "disabled"
+
+
+def test_list_plugins_verbose_shows_options_with_type_and_default(site):
+    make_distribution(site, "charlm-half", "half", "charlm_half_plugin", GOOD)
+    proc = run_cli(["list-plugins", "--verbose"], site)
+    assert proc.returncode == 0, proc.stderr
+    half = proc.stdout.split("    scheduler    half           never below half\n")[1]
+    assert half.startswith("        floor: float  (default 0.5)\n")
+    assert "        warmup_steps: int  (default 100)\n" in proc.stdout  # the built-in cosine

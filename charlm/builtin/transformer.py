@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import charlm
-from charlm.registry import get_registry
+from charlm import get_registry
 
 
 class TransformerBlock(nn.Module):

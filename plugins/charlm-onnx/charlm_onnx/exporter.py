@@ -31,9 +31,7 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 import charlm
-from charlm.config import to_dict
-from charlm.errors import CharLMError
-from charlm.export import LogitsOnly
+from charlm import CharLMError, LogitsOnly, to_dict
 
 FORWARD, DECODE, META = "forward.onnx", "decode_step.onnx", "charlm.json"
 

@@ -17,8 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from charlm.model import init_residual_projection
-from charlm.registry import get_registry
+from charlm import get_registry, init_residual_projection
 from charlm_ssm.config import SSMConfig
 from charlm_ssm.ssd import ssd_chunked, ssd_step
 

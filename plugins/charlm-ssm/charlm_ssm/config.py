@@ -7,7 +7,8 @@ Rules on one option live in attrs validators; rules that need the model's width 
 from __future__ import annotations
 
 import attrs
-from charlm.validators import positive
+
+from charlm import positive
 
 DEFAULT_HEAD_DIM = 32
 
