@@ -4,9 +4,12 @@ Each hook is called with a ``register`` function::
 
     register(name, factory, config=AttrsClass, help="one line")
 
-``factory`` builds the component; ``config`` is the attrs class that the component's
-table in the job file is structured into (omit it for a component without options).
-The hook names are public API.
+``factory`` builds the component: a callable, or its import path ``"module:attr"``, which
+is imported only when a component is built (keep the plugin module itself free of torch and
+``charlm list-plugins`` / ``config validate`` stay fast). ``config`` is the attrs class that
+the component's table in the job file is structured into (omit it for a component without
+options). The hook names are public API; a ``register_*`` function of a plugin module that
+is not one of them, or not marked ``@charlm.hookimpl``, is reported as never called.
 """
 
 import pluggy

@@ -23,6 +23,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata
+import importlib.util
 import inspect
 import os
 import warnings
@@ -85,6 +86,19 @@ class Component:
     config: type | None
     help: str
     plugin: str
+
+
+@attrs.frozen
+class LazyFactory:
+    """A factory registered as ``"module:attr"`` (as entry points name objects), imported when
+    first called: a plugin module that only registers options classes then imports no torch,
+    so ``list-plugins`` and ``config validate`` stay fast."""
+
+    path: str
+
+    def __call__(self, *args, **kwargs):
+        module, _, attr = self.path.partition(":")
+        return getattr(importlib.import_module(module), attr)(*args, **kwargs)
 
 
 @attrs.frozen
@@ -180,6 +194,10 @@ class Registry:
                     raise TypeError(f"{_hook}: a component name must be a non-empty string, got {name!r}")
                 if config is not None and not attrs.has(config):
                     raise TypeError(f"{_hook}: config for {name!r} must be an attrs class")
+                if isinstance(factory, str):
+                    factory = _lazy_factory(factory, f"{_hook}: factory of {name!r}")
+                elif not callable(factory):
+                    raise TypeError(f"{_hook}: factory of {name!r} must be callable or \"module:attr\", got {factory!r}")
                 found.append(Component(_kind, name, factory, config, help, plugin))
 
             for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
@@ -232,6 +250,17 @@ class Registry:
         """Build a component from a ``ComponentSpec``; ``context`` is what that kind's factories take."""
         comp = self.get(kind, spec.kind)
         return comp.factory(spec.options, **context)
+
+
+def _lazy_factory(path: str, what: str) -> LazyFactory:
+    module, _, attr = path.partition(":")
+    try:
+        found = bool(attr) and importlib.util.find_spec(module) is not None
+    except ImportError:  # a parent package that does not exist
+        found = False
+    if not found:
+        raise TypeError(f'{what}: "{path}" names no importable "module:attr"')
+    return LazyFactory(path)
 
 
 def _did_you_mean(hook_name: str) -> str:

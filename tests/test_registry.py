@@ -209,13 +209,15 @@ def test_list_plugins_marks_a_plugin_that_registers_nothing_and_its_uncalled_hoo
     assert not plugins["schedulers"]["registers_nothing"]
 
 
-MICRO = str(Path(__file__).resolve().parents[1] / "configs" / "micro.toml")
+JOB = 'max_steps = 1\n[data]\ntrain = "d/train.bin"\nval = "d/val.bin"\n'
 CLASH = "sampler 'noop' is registered by two plugins: 'half' and 'half_too'; disable one with --disable-plugins half_too"
 
 
 def test_a_clash_is_listed_every_other_command_exits_2_and_disabling_resolves_it(site):
     make_distribution(site, "charlm-half", "half", "charlm_half_plugin", GOOD)
     make_distribution(site, "charlm-half-too", "half_too", "charlm_half_too_plugin", GOOD)
+    job = site / "job.toml"
+    job.write_text(JOB)
 
     listing = run_cli(["list-plugins"], site)
     assert listing.returncode == 0, listing.stderr
@@ -226,11 +228,11 @@ def test_a_clash_is_listed_every_other_command_exits_2_and_disabling_resolves_it
     for name in ("half", "half_too"):
         assert {"kind": "sampler", "name": "noop", "plugins": ["half", "half_too"]} in plugins[name]["clashes"]
 
-    validate = run_cli(["config", "validate", MICRO], site)
+    validate = run_cli(["config", "validate", str(job)], site)
     assert validate.returncode == 2
     assert validate.stderr.strip().splitlines() == [f"plugin error: {CLASH} (or CHARLM_DISABLE_PLUGINS=half_too)"]
 
-    resolved = run_cli(["--disable-plugins", "half_too", "config", "validate", MICRO], site)
+    resolved = run_cli(["--disable-plugins", "half_too", "config", "validate", str(job)], site)
     assert resolved.returncode == 0, resolved.stderr
     plugins = {p["name"]: p for p in json.loads(run_cli(["--disable-plugins", "half_too", "list-plugins", "--json"], site).stdout)}
     assert plugins["half"]["clashes"] == [] and plugins["half_too"]["status"] == "disabled"
@@ -243,3 +245,35 @@ def test_list_plugins_verbose_shows_options_with_type_and_default(site):
     half = proc.stdout.split("    scheduler    half           never below half\n")[1]
     assert half.startswith("        floor: float  (default 0.5)\n")
     assert "        warmup_steps: int  (default 100)\n" in proc.stdout  # the built-in cosine
+
+
+LAZY = """
+    import attrs
+    import charlm
+
+    @attrs.define
+    class ScaleConfig:
+        by: float = 2.0
+
+    @charlm.hookimpl
+    def register_schedulers(register):
+        register("scaled", "charlm_lazy_impl:scaled", config=ScaleConfig, help="imported when built")
+"""
+
+
+def test_a_factory_named_module_attr_is_imported_only_when_built(site):
+    make_distribution(site, "charlm-lazy", "lazy", "charlm_lazy_plugin", LAZY)
+    (site / "charlm_lazy_impl.py").write_text("def scaled(cfg):\n    return lambda step, progress: cfg.by\n")
+    registry = Registry()
+    comp = registry.get("scheduler", "scaled")
+    assert "charlm_lazy_impl" not in sys.modules
+    assert comp.factory(comp.config(by=3.0))(0, 0.5) == 3.0
+    assert "charlm_lazy_impl" in sys.modules
+
+
+def test_a_factory_path_that_names_no_module_fails_the_plugin(site):
+    make_distribution(site, "charlm-lazy", "lazy", "charlm_lazy_plugin", LAZY.replace("charlm_lazy_impl", "charlm_nowhere"))
+    with pytest.warns(PluginLoadWarning, match=r"""register_schedulers: factory of 'scaled': "charlm_nowhere:scaled" names no"""):
+        registry = Registry()
+    assert next(p for p in registry.plugins if p.name == "lazy").status == "failed"
+    assert "scaled" not in registry.names("scheduler")
