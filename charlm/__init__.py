@@ -34,6 +34,9 @@ _LAZY = {
     "SequenceRunner": "charlm.export",
     "LogitsOnly": "charlm.export",
     "to_dict": "charlm.config",
+    # helpers for data sources: a download verified by sha256, reused when already there
+    "download": "charlm.download",
+    "is_verified": "charlm.download",
     # options: attrs validators whose errors name the key
     "positive": "charlm.validators",
     "non_negative": "charlm.validators",

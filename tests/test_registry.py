@@ -1,5 +1,6 @@
 """The plugin registry, through real entry points: throwaway distributions on sys.path."""
 
+import ast
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import charlm
 from charlm import registry as registry_module
 from charlm.errors import PluginError
 from charlm.registry import PluginLoadWarning, Registry
@@ -277,3 +279,31 @@ def test_a_factory_path_that_names_no_module_fails_the_plugin(site):
         registry = Registry()
     assert next(p for p in registry.plugins if p.name == "lazy").status == "failed"
     assert "scaled" not in registry.names("scheduler")
+
+
+def test_the_public_api_resolves_without_importing_torch_until_used():
+    code = (
+        "import sys, charlm\n"
+        "assert 'torch' not in sys.modules, 'import charlm imported torch'\n"
+        "charlm.hookimpl, charlm.get_registry, charlm.positive, charlm.CharLMError\n"
+        "assert 'torch' not in sys.modules, 'a light name imported torch'\n"
+        "missing = [n for n in charlm.__all__ if getattr(charlm, n, None) is None]\n"
+        "assert not missing, missing\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+PLUGIN_SOURCES = sorted((Path(__file__).resolve().parents[1] / "plugins").glob("*/charlm_*/*.py"))
+
+
+@pytest.mark.parametrize("path", PLUGIN_SOURCES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_the_plugins_import_only_the_public_api(path):
+    """What the shipped plugins import from charlm is what a third party may: charlm.__all__."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "charlm":
+            assert node.module in ("charlm", "charlm.testing"), f"{path.name}: from {node.module} import ..."
+            if node.module == "charlm":
+                assert {a.name for a in node.names} <= set(charlm.__all__), f"{path.name}: not in charlm.__all__"
+        elif isinstance(node, ast.Import):
+            assert all(a.name == "charlm" or not a.name.startswith("charlm.") for a in node.names), path.name
