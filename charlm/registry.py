@@ -200,9 +200,10 @@ class Registry:
                     raise TypeError(f"{_hook}: factory of {name!r} must be callable or \"module:attr\", got {factory!r}")
                 found.append(Component(_kind, name, factory, config, help, plugin))
 
+            args = {"register": register}
             for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
-                if impl.plugin is module:
-                    impl.function(*(register for _ in impl.argnames))  # the one argument is `register`
+                if impl.plugin is module:  # as pluggy calls it: an impl may take fewer arguments
+                    impl.function(*(args[arg] for arg in impl.argnames))
         return found
 
     def _uncalled_hooks(self, module) -> list[str]:
