@@ -13,6 +13,7 @@ import torch
 
 from charlm.builtin.positional import alibi_slopes
 from charlm.prepare import prepare
+from charlm.registry import get_registry
 from charlm.testing import build_random, check_block, check_exporter, small_model_config
 
 WORDS = b"the king is dead long live the queen and all her men shall sing of love and war".split()
@@ -27,8 +28,6 @@ def test_slopes_are_geometric_for_a_power_of_two_and_interpolated_otherwise():
 
 def test_the_bias_is_minus_slope_times_distance_from_any_offset():
     cfg = small_model_config({"positional": "alibi"})
-    from charlm.registry import get_registry
-
     alibi = get_registry().create("positional", cfg.positional, model=cfg, max_len=16)
     bias = alibi.bias(3, 10, 7, "cpu")
     assert bias.shape == (cfg.n_head, 3, 10)
