@@ -51,7 +51,19 @@ class Block(Protocol):
 
 
 class PositionalEncoding(Protocol):
-    """Acts on the embeddings (absolute) and/or on queries and keys (rotary)."""
+    """Acts on the embeddings (absolute), on queries and keys (rotary) and/or on the
+    attention scores (ALiBi), through an optional method:
+
+    ``bias(q_len, k_len, offset, device) -> Tensor | None``: an additive bias on the scores,
+    broadcastable to [B, H, q_len, k_len], for queries at key indices ``offset`` ..
+    ``offset + q_len - 1`` (``offset``: the keys already cached). Only entries at or below
+    that diagonal count: the attention adds causality itself.
+
+    An attention applies ``bias`` when it declares ``applies_bias = True`` (the built-in
+    ``gqa`` does). A positional encoding with ``bias`` and an attention without it is a
+    config error (``model.positional: ...``), never a silently ignored bias; a block that
+    builds its own attention applies ``bias`` or raises ``ConfigError`` the same way.
+    """
 
     def embed(self, x: torch.Tensor, pos: int) -> torch.Tensor: ...
 

@@ -9,13 +9,13 @@ from charlm.config import config_from_dict
 from charlm.registry import get_registry
 
 
-def build_attention(n_kv_head, qk_norm=False, d_model=32, n_head=4):
+def build_attention(n_kv_head, qk_norm=False, d_model=32, n_head=4, positional="none"):
     raw = {
         "model": {
             "d_model": d_model,
             "n_head": n_head,
             "n_kv_head": n_kv_head,
-            "positional": "none",
+            "positional": positional,
             "attention": {"kind": "gqa", "qk_norm": qk_norm},
         },
         "data": {"train": "x.bin"},
@@ -31,8 +31,9 @@ def build_attention(n_kv_head, qk_norm=False, d_model=32, n_head=4):
     return attention
 
 
-def reference_attention(x, qkv_weight, out_weight, n_head, n_kv_head, qk_norm=False):
-    """Causal softmax attention, head by head; key/value head h // group serves query head h."""
+def reference_attention(x, qkv_weight, out_weight, n_head, n_kv_head, qk_norm=False, slopes=None):
+    """Causal softmax attention, head by head; key/value head h // group serves query head h.
+    With ``slopes``, head h adds -slopes[h] * (i - j) to the score of query i for key j (ALiBi)."""
     batch, length, d_model = x.shape
     head_dim = d_model // n_head
     q, k, v = (x @ qkv_weight.t()).split([n_head * head_dim, n_kv_head * head_dim, n_kv_head * head_dim], dim=-1)
@@ -47,6 +48,9 @@ def reference_attention(x, qkv_weight, out_weight, n_head, n_kv_head, qk_norm=Fa
             qh = qh / qh.pow(2).mean(-1, keepdim=True).sqrt()
             kh = kh / kh.pow(2).mean(-1, keepdim=True).sqrt()
         scores = (qh @ kh.transpose(1, 2)) / math.sqrt(head_dim)
+        if slopes is not None:
+            distance = torch.arange(length)[:, None] - torch.arange(length)[None, :]
+            scores = scores - slopes[h] * distance
         weights = scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
         heads.append(weights @ vh)
     return torch.cat(heads, dim=-1) @ out_weight.t()
@@ -82,3 +86,21 @@ def test_several_queries_against_a_cache_are_masked_from_their_own_start():
         rest, cache = attention(x[:, 4:], 4, cache)
     assert cache.length == 9
     assert (torch.cat([first, rest], dim=1) - full).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("n_kv_head", [1, 4])
+def test_gqa_adds_the_alibi_bias_in_training_prefill_and_decode(n_kv_head):
+    attention = build_attention(n_kv_head=n_kv_head, positional="alibi")
+    slopes = [2.0**-2, 2.0**-4, 2.0**-6, 2.0**-8]  # 4 heads
+    x = torch.randn(2, 9, 32)
+    with torch.no_grad():
+        full, _ = attention(x, 0, None)
+        expected = reference_attention(x, attention.qkv.weight, attention.out.weight, 4, n_kv_head, slopes=slopes)
+        cache = attention.init_state(2, 16, "cpu", torch.float32)
+        prefill, cache = attention(x[:, :5], 0, cache)
+        steps = []
+        for t in range(5, 9):
+            y, cache = attention(x[:, t : t + 1], t, cache)
+            steps.append(y)
+    assert (full - expected).abs().max() < 1e-5
+    assert (torch.cat([prefill, *steps], dim=1) - expected).abs().max() < 1e-5

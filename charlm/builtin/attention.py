@@ -2,6 +2,7 @@
 
 ``n_kv_head`` key/value heads are shared by ``n_head`` query heads (``n_kv_head == n_head`` is
 multi-head attention, ``1`` is multi-query): a smaller cache and fewer projection FLOPs.
+It applies every kind of positional encoding: rotation of q/k and a bias on the scores.
 """
 
 import attrs
@@ -47,13 +48,16 @@ class KVCache:
 
 
 class GroupedQueryAttention(nn.Module):
+    applies_bias = True  # adds the positional encoding's score bias (ALiBi)
+
     def __init__(self, model, positional, options: GQAConfig):
         super().__init__()
         self.n_head, self.n_kv_head, self.head_dim = model.n_head, model.kv_heads, model.head_dim
         self.qk_norm = options.qk_norm
-        # A bound method is no submodule: the shared positional encoding (and a learned table)
+        # Bound methods are no submodules: the shared positional encoding (and a learned table)
         # stays out of this layer's state_dict.
         self.rotate = positional.rotate
+        self.score_bias = getattr(positional, "bias", None)
         self.qkv = nn.Linear(model.d_model, (self.n_head + 2 * self.n_kv_head) * self.head_dim, bias=False)
         self.out = nn.Linear(self.n_head * self.head_dim, model.d_model, bias=False)
         nn.init.normal_(self.qkv.weight, std=model.init_std)
@@ -71,18 +75,17 @@ class GroupedQueryAttention(nn.Module):
             q, k = F.rms_norm(q, (self.head_dim,)), F.rms_norm(k, (self.head_dim,))
         q, k = self.rotate(q, k, pos)
 
-        # training, or a prompt into an empty cache; bool(): a traced length stays exportable
-        mask, is_causal = None, bool(length > 1)
+        past = 0
         if cache is not None:
             past = cache.length
             k, v = cache.append(k, v)
             k, v = k.to(q.dtype), v.to(q.dtype)  # the cache may be kept in another dtype
-            if past > 0:
-                # is_causal would align the triangle to the top-left, but these queries come
-                # after `past` cached keys: one query needs no mask, several need this one
-                is_causal = False
-                if length > 1:
-                    mask = torch.ones(length, past + length, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        bias = None if self.score_bias is None else self.score_bias(length, past + length, past, x.device)
+        if bias is None and past == 0:
+            # training, or a prompt into an empty cache; bool(): a traced length stays exportable
+            mask, is_causal = None, bool(length > 1)
+        else:
+            mask, is_causal = _causal_mask(length, past, bias, q.dtype, x.device), False
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=self.n_kv_head != self.n_head
         )
@@ -91,6 +94,20 @@ class GroupedQueryAttention(nn.Module):
 
     def init_state(self, batch: int, max_len: int, device, dtype) -> KVCache:
         return KVCache(batch, self.n_kv_head, max_len, self.head_dim, device, dtype)
+
+
+def _causal_mask(length: int, past: int, bias: torch.Tensor | None, dtype, device) -> torch.Tensor | None:
+    """The ``attn_mask`` for ``length`` queries after ``past`` cached keys.
+
+    is_causal would align the triangle to the top-left, and SDPA takes it or a mask, not both:
+    the triangle starts after the cached keys and, with a score bias, is the bias's -inf part.
+    """
+    if bias is None and length == 1:
+        return None  # one query sees every key so far
+    allowed = torch.ones(length, past + length, dtype=torch.bool, device=device).tril(diagonal=past)
+    if bias is None:
+        return allowed
+    return bias.to(dtype).masked_fill(~allowed, float("-inf"))
 
 
 def gqa(options: GQAConfig, model, layer_index: int, positional, max_len: int) -> GroupedQueryAttention:

@@ -1,8 +1,11 @@
-"""Positional encodings: rotary (on queries and keys), learned absolute (on the embeddings), none.
+"""Positional encodings: rotary (on queries and keys), learned absolute (on the embeddings),
+ALiBi (a bias on the attention scores), none.
 
 The model builds one positional encoding and hands it to every block, so a learned table is
 stored once. ``pos`` is always the absolute position of the first byte of the input.
 """
+
+import math
 
 import attrs
 import torch
@@ -94,12 +97,54 @@ class NoPositional(nn.Module):
         return q, k
 
 
+class ALiBi(nn.Module):
+    """Attention with Linear Biases (Press et al., 2022): head h adds ``-slope_h * distance``
+    to the score of a query for a key ``distance`` bytes back. Depends on distances only, so
+    any window start and any length work; nothing is learned or stored."""
+
+    def __init__(self, n_head: int):
+        super().__init__()
+        self.register_buffer("slopes", torch.tensor(alibi_slopes(n_head)), persistent=False)
+
+    def embed(self, x: torch.Tensor, pos: int) -> torch.Tensor:
+        return x
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, pos: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return q, k
+
+    def bias(self, q_len: int, k_len: int, offset: int, device) -> torch.Tensor:
+        """[H, q_len, k_len] float32 for queries at key indices ``offset``.. (0 on the diagonal;
+        the entries above it are for the attention to mask)."""
+        query_at = torch.arange(offset, offset + q_len, device=device, dtype=torch.float32)
+        key_at = torch.arange(k_len, device=device, dtype=torch.float32)
+        distance = query_at[:, None] - key_at[None, :]
+        return -self.slopes.float()[:, None, None] * distance
+
+
+def alibi_slopes(n_head: int) -> list[float]:
+    """The geometric sequence 2^(-8/n), 2^(-16/n), ... for n a power of two; otherwise the
+    paper's interpolation: the slopes of the power of two below, then every other slope of
+    the power of two above."""
+
+    def geometric(n: int) -> list[float]:
+        return [2 ** (-8 * (i + 1) / n) for i in range(n)]
+
+    below = 2 ** math.floor(math.log2(n_head))
+    if below == n_head:
+        return geometric(n_head)
+    return geometric(below) + geometric(2 * below)[0::2][: n_head - below]
+
+
 def rope(options: RopeConfig, model, max_len: int) -> Rotary:
     return Rotary(model.head_dim, max_len, options.theta)
 
 
 def learned(options, model, max_len: int) -> LearnedAbsolute:
     return LearnedAbsolute(model.d_model, max_len, model.init_std)
+
+
+def alibi(options, model, max_len: int) -> ALiBi:
+    return ALiBi(model.n_head)
 
 
 def none(options, model, max_len: int) -> NoPositional:
@@ -110,4 +155,5 @@ def none(options, model, max_len: int) -> NoPositional:
 def register_positional_encodings(register):
     register("rope", rope, config=RopeConfig, help="rotary embeddings on queries and keys (any position)")
     register("learned", learned, help="learned absolute positions added to the embeddings")
+    register("alibi", alibi, help="linear biases on the attention scores by distance (ALiBi; any length)")
     register("none", none, help="no positional encoding (NoPE)")

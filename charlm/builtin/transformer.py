@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import charlm
-from charlm import get_registry
+from charlm import ConfigError, get_registry
 
 
 class TransformerBlock(nn.Module):
@@ -21,6 +21,12 @@ class TransformerBlock(nn.Module):
         self.attn = registry.create(
             "attention", model.attention, model=model, layer_index=layer_index, positional=positional, max_len=max_len
         )
+        if hasattr(positional, "bias") and not getattr(self.attn, "applies_bias", False):
+            raise ConfigError(
+                f"model.positional: {model.positional.kind!r} adds a bias to the attention scores, which attention"
+                f" {model.attention.kind!r} does not apply (it declares no applies_bias); use attention \"gqa\""
+                " or another positional encoding"
+            )
         self.norm_mlp = registry.create("norm", model.norm, dim=model.d_model)
         self.mlp = registry.create("mlp", model.mlp, model=model)
         self.d_attn = model.n_head * model.head_dim
