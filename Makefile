@@ -4,19 +4,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
+# Empty: torch from PyPI (the CUDA build on Linux). https://download.pytorch.org/whl/cpu: the CPU build.
+TORCH_INDEX ?=
 
-CONFIG ?= configs/micro.toml
-CHECKPOINT ?= runs/micro/checkpoints/last.pt
+# CONFIG: a recipe name (`charlm recipes`) or a job file. RUN: the run directory that every
+# target below writes or reads (the demo's too, so `make sample` right after `make demo` works).
+CONFIG ?= micro
+RUN ?= runs/micro
+CHECKPOINT ?= $(RUN)/checkpoints/last.pt
 DATA ?= data/shakespeare/val.bin
 PROMPT ?= ROMEO.
 FORMAT ?= int8
-EXPORT_OUT ?= runs/micro/micro.$(FORMAT)
+EXPORT_OUT ?= $(RUN)/model.$(FORMAT)
 
-.PHONY: setup test demo data-pull train eval sample export bench clean
+.PHONY: setup test demo data-pull train eval sample export info bench clean
 
 $(STAMP): pyproject.toml $(PLUGINS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install -q -e '.[test]'
 	for p in $(dir $(PLUGINS)); do $(BIN)/pip install -q -e "$$p[test]" || exit 1; done
 	touch $@
@@ -31,8 +36,9 @@ data/shakespeare/train.bin: | setup
 
 data-pull: data/shakespeare/train.bin
 
+# A new run: after `make demo`, give it another directory (`make train RUN=runs/full`).
 train: setup
-	$(BIN)/charlm run $(CONFIG)
+	$(BIN)/charlm run $(CONFIG) out_dir=\"$(RUN)\"
 
 eval: setup
 	$(BIN)/charlm eval --checkpoint $(CHECKPOINT) --data $(DATA)
@@ -43,18 +49,20 @@ sample: setup
 export: setup
 	$(BIN)/charlm export --format $(FORMAT) --checkpoint $(CHECKPOINT) --out $(EXPORT_OUT)
 
+info: setup
+	$(BIN)/charlm info $(RUN)
+
 bench: setup
 	$(BIN)/python bench/run_all.py
 
-# The main job end to end: data, the micro model (a DEMO_TIME budget, shorter than the
-# 5-minute recipe), its bits/byte on the held-out texts, and a sample. Re-running resumes.
+# The main job end to end: data, the micro recipe for DEMO_TIME (shorter than its 5-minute
+# budget) into $(RUN), its bits/byte on the held-out texts, and a sample. Re-running resumes.
 DEMO_TIME ?= 2m
-DEMO_DIR ?= runs/demo
 
 demo: setup data/shakespeare/train.bin
-	$(BIN)/charlm run configs/micro.toml max_time=\"$(DEMO_TIME)\" out_dir=\"$(DEMO_DIR)\" --resume auto
-	$(BIN)/charlm eval --checkpoint $(DEMO_DIR)/checkpoints/last.pt --data data/shakespeare/val.bin --stride 128
-	$(BIN)/charlm generate --checkpoint $(DEMO_DIR)/checkpoints/last.pt --prompt "$(PROMPT)" --max-new 300 --temperature 0.8 --seed 0
+	$(BIN)/charlm run micro max_time=\"$(DEMO_TIME)\" out_dir=\"$(RUN)\" --resume auto
+	$(BIN)/charlm eval --checkpoint $(CHECKPOINT) --data data/shakespeare/val.bin --stride 128
+	$(BIN)/charlm generate --checkpoint $(CHECKPOINT) --prompt "$(PROMPT)" --max-new 300 --temperature 0.8 --seed 0
 
 clean:
 	rm -rf $(VENV) runs data

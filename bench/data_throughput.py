@@ -2,7 +2,7 @@
 
 prepare packs a generated corpus (200 MB of text files by default, plus a JSONL corpus a
 quarter that size) in a temporary directory, removed afterwards. The loader reads the
-packed split at the micro config's shape (configs/micro.toml's seq_len and
+packed split at the micro config's shape (charlm/recipes/micro.toml's seq_len and
 micro_batch_size, else 128 x 16). Targets: prepare >= 100 MB/s; the loader >= 20x the
 rate a training step consumes batches (a micro step takes roughly 0.1 s: >= 200 batches/s).
 
@@ -26,7 +26,7 @@ import numpy as np
 from charlm.data import PackedDataset
 from charlm.prepare import prepare
 
-MICRO = Path(__file__).resolve().parent.parent / "configs" / "micro.toml"
+MICRO = Path(__file__).resolve().parent.parent / "charlm" / "recipes" / "micro.toml"
 STEP_SECONDS = 0.1  # a micro training step, roughly
 FILE_BYTES = 1_000_000
 
@@ -34,7 +34,7 @@ FILE_BYTES = 1_000_000
 def micro_shape() -> tuple[int, int, str]:
     if MICRO.is_file():
         job = tomllib.loads(MICRO.read_text())
-        return job.get("seq_len", 128), job.get("micro_batch_size", 16), "configs/micro.toml"
+        return job.get("seq_len", 128), job.get("micro_batch_size", 16), "charlm/recipes/micro.toml"
     return 128, 16, "default micro shape"
 
 

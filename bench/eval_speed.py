@@ -1,6 +1,6 @@
 """Evaluation speed: bytes/s of ``evaluate_bpb`` (what ``charlm eval`` runs) per stride and batch size.
 
-Scores the val split of configs/micro.toml when it exists, else random bytes, with a
+Scores the val split of charlm/recipes/micro.toml when it exists, else random bytes, with a
 checkpoint when one is given, else the micro shape with random weights (speed does not
 depend on training). A smaller stride scores the same bytes with more overlap, so it costs
 about ``seq_len / stride`` times more forward passes. Timings on a shared machine are noisy.

@@ -11,7 +11,7 @@ on CPU at least as fast as fp32. Three tables:
 3. one Linear of each micro shape at batch 1: float32 ``F.linear``, the int8-resident
    ``Int8Linear`` and ``torch._weight_int8pack_mm``: why loading dequantises.
 
-Without ``--checkpoint`` it trains configs/micro.toml for ``--steps`` steps into a temporary
+Without ``--checkpoint`` it trains charlm/recipes/micro.toml for ``--steps`` steps into a temporary
 directory (``charlm run``), or uses random weights with ``--random`` (said in the output).
 
     python bench/export_report.py [--checkpoint C] [--data data/shakespeare/val.bin] [--steps 200] [--random]
@@ -38,7 +38,7 @@ from charlm.quantize import Int8Linear, quantize
 from charlm.registry import get_registry
 
 ROOT = Path(__file__).resolve().parent.parent
-MICRO = ROOT / "configs" / "micro.toml"
+MICRO = ROOT / "charlm" / "recipes" / "micro.toml"
 FORMATS = [("int8", {}), ("int8", {"group_size": 32}), ("safetensors", {}), ("safetensors", {"dtype": "bf16"}),
            ("torch-export", {}), ("torchscript", {}), ("onnx", {})]
 
@@ -55,14 +55,14 @@ def micro_checkpoint(work: Path, args) -> tuple[Path, str]:
                 torch.nn.init.normal_(p, std=0.02)
         path = work / "random.pt"
         save_checkpoint(path, {"model": model.state_dict(), "config": to_dict(job)})
-        return path, "configs/micro.toml, random weights (untrained)"
+        return path, "charlm/recipes/micro.toml, random weights (untrained)"
     out = work / "micro"
     cmd = [sys.executable, "-m", "charlm", "run", str(MICRO), "--max-steps", str(args.steps), f"out_dir={out}",
            'device="cpu"', "checkpoint.every=0", "logging.eval_every=0", "logging.final_eval=false"]
     print(f"training: {' '.join(cmd[2:])}", flush=True)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    return out / "checkpoints" / "last.pt", f"configs/micro.toml trained {args.steps} steps ({time.perf_counter() - t0:.0f} s)"
+    return out / "checkpoints" / "last.pt", f"charlm/recipes/micro.toml trained {args.steps} steps ({time.perf_counter() - t0:.0f} s)"
 
 
 def format_table(checkpoint: Path, work: Path, data: str | None) -> list[str]:

@@ -1,6 +1,6 @@
 """One trial of the five-minute reference work (issue 9), recorded in bench/results/.
 
-Trains ``configs/micro.toml`` (plus overrides) for a wall-clock budget on this machine,
+Trains ``charlm/recipes/micro.toml`` (plus overrides) for a wall-clock budget on this machine,
 then scores the whole validation split with non-overlapping windows of the model's
 context (what ``charlm eval --stride SEQ_LEN`` computes; the run's final eval does the
 same). Each trial appends one JSON line: the overrides, val bits/byte, tokens/s, steps.
@@ -28,7 +28,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides of the job")
     parser.add_argument("--name", required=True, help="the trial's name (its run directory under runs/trials/)")
-    parser.add_argument("--config", default="configs/micro.toml")
+    parser.add_argument("--config", default="charlm/recipes/micro.toml")
     parser.add_argument("--budget", default="300s", help="max_time of the run (default 300s)")
     parser.add_argument("--no-record", action="store_true", help="do not append to the results file")
     args = parser.parse_args()

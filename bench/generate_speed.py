@@ -1,6 +1,6 @@
 """Generation speed: bytes/s for 256, 1024 and 4096 new bytes, cached vs uncached, batch 1 and 8.
 
-The model is the micro shape (configs/micro.toml when present, else 4 layers, d_model 128,
+The model is the micro shape (charlm/recipes/micro.toml when present, else 4 layers, d_model 128,
 4 heads, 2 kv heads, seq_len 128) with random weights: speed does not depend on training.
 "uncached" re-runs the full forward over the window for every byte; "compiled" is the
 cached path with a ``torch.compile``d decode step (its compile time is reported apart).
@@ -22,7 +22,7 @@ from charlm.config import config_from_dict, load_config
 from charlm.generate import LanguageModel, build_sampler, sample_tokens
 from charlm.model import ByteLM
 
-MICRO = Path(__file__).resolve().parent.parent / "configs" / "micro.toml"
+MICRO = Path(__file__).resolve().parent.parent / "charlm" / "recipes" / "micro.toml"
 FALLBACK = {
     "max_steps": 1,
     "seq_len": 128,

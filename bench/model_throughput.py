@@ -1,6 +1,6 @@
 """Training throughput of the model: forward + backward bytes/s and MFU, fp32 vs bf16, eager vs compiled.
 
-The shape is configs/micro.toml's (else 4 layers, d_model 128, 4 heads, 2 kv heads, seq_len
+The shape is charlm/recipes/micro.toml's (else 4 layers, d_model 128, 4 heads, 2 kv heads, seq_len
 128, micro-batch 16), with random weights and bytes: speed does not depend on training. One
 step is a forward, a cross-entropy loss and a backward (no optimizer). MFU is against the
 measured fp32 matmul peak of this machine (the fastest of a few 1024^2 matmuls), for both
@@ -24,7 +24,7 @@ from charlm.config import config_from_dict, load_config
 from charlm.model import ByteLM
 from charlm.perf import measure_matmul_peak
 
-MICRO = Path(__file__).resolve().parent.parent / "configs" / "micro.toml"
+MICRO = Path(__file__).resolve().parent.parent / "charlm" / "recipes" / "micro.toml"
 FALLBACK = {
     "max_steps": 1,
     "seq_len": 128,

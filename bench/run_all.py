@@ -54,7 +54,7 @@ class Table:
 
 
 def micro_model():
-    job = load_config(ROOT / "configs" / "micro.toml", ['device="cpu"'])
+    job = load_config(ROOT / "charlm" / "recipes" / "micro.toml", ['device="cpu"'])
     torch.manual_seed(0)
     return job, ByteLM(job.model, job.seq_len).eval()
 
@@ -127,7 +127,7 @@ def main() -> int:
         print(f"  ... {table.rows[-1]['what']} done ({time.time() - started:.0f} s)", file=sys.stderr, flush=True)
     peak = matmul_peak_flops("cpu")
     print(f"charlm bench: torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}, "
-          f"fp32 matmul peak {peak / 1e9:.0f} GFLOP/s, micro model (configs/micro.toml), {args.runs} runs each")
+          f"fp32 matmul peak {peak / 1e9:.0f} GFLOP/s, micro model (charlm/recipes/micro.toml), {args.runs} runs each")
     table.print()
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"), "torch": str(torch.__version__),

@@ -27,7 +27,7 @@ from charlm.perf import matmul_peak_flops
 from charlm.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
-MICRO = ROOT / "configs" / "micro.toml"
+MICRO = ROOT / "charlm" / "recipes" / "micro.toml"
 WARMUP_STEPS = 20
 
 

@@ -8,7 +8,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "five_minute_trials.json
 
 def main() -> None:
     trials = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
-    print("| trial | overrides of configs/micro.toml at the time | val bits/byte | tokens/s | steps |")
+    print("| trial | overrides of charlm/recipes/micro.toml at the time | val bits/byte | tokens/s | steps |")
     print("|---|---|---:|---:|---:|")
     for t in trials:
         overrides = " ".join(f"`{o}`" for o in t["overrides"]) or "(none)"

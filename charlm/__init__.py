@@ -7,9 +7,14 @@ stays light (no torch) for the CLI and for plugin modules that only register com
 
 import importlib
 
+import importlib.metadata
+
 import pluggy
 
-__version__ = "0.1.0"
+try:
+    __version__ = importlib.metadata.version("charlm-toolkit")  # pyproject.toml is the one source
+except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 hookimpl = pluggy.HookimplMarker("charlm")
 """Marks a plugin's hook implementations: ``@charlm.hookimpl def register_blocks(register): ...``."""

@@ -7,6 +7,7 @@ on stderr; a traceback means a bug.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import warnings
@@ -15,7 +16,7 @@ from charlm import __version__
 from charlm.errors import CharLMError, UsageError
 from charlm.registry import DISABLE_ENV, PluginLoadWarning
 
-COMMANDS = ["run", "eval", "generate", "export", "data", "list_plugins", "config", "plot"]
+COMMANDS = ["run", "recipes", "eval", "generate", "export", "info", "data", "list_plugins", "config", "plot"]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -35,10 +36,13 @@ def build_parser() -> ArgumentParser:
         help=f"comma-separated plugin or distribution names not to load (also ${DISABLE_ENV})",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    import importlib
-
     for name in COMMANDS:
         importlib.import_module(f"charlm.commands.{name}").add_parser(sub)
+    try:  # `charlm --print-completion bash`, with the optional extra: pip install 'charlm-toolkit[completion]'
+        import shtab
+    except ImportError:
+        return parser
+    shtab.add_argument_to(parser, "--print-completion")
     return parser
 
 

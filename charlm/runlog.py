@@ -21,12 +21,12 @@ def check_trackers(cfg: LoggingConfig) -> None:
         try:
             import wandb  # noqa: F401
         except ImportError:
-            raise ConfigError("logging.wandb_project: wandb is not installed (pip install 'charlm[wandb]')") from None
+            raise ConfigError("logging.wandb_project: wandb is not installed (pip install 'charlm-toolkit[wandb]')") from None
     if cfg.tensorboard:
         try:
             from torch.utils.tensorboard import SummaryWriter  # noqa: F401
         except ImportError:
-            raise ConfigError("logging.tensorboard: tensorboard is not installed (pip install 'charlm[tensorboard]')") from None
+            raise ConfigError("logging.tensorboard: tensorboard is not installed (pip install 'charlm-toolkit[tensorboard]')") from None
 
 
 class RunLog:

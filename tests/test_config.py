@@ -176,16 +176,16 @@ def cli(*args):
 
 
 def test_validate_micro_config_and_a_broken_copy(tmp_path):
-    ok = cli("config", "validate", "configs/micro.toml", "--device", "cpu")
+    ok = cli("config", "validate", "charlm/recipes/micro.toml", "--device", "cpu")
     assert ok.returncode == 0, ok.stderr
     broken = tmp_path / "broken.toml"
-    broken.write_text((ROOT / "configs/micro.toml").read_text().replace("n_head = 4", "n_head = 5"))
+    broken.write_text((ROOT / "charlm/recipes/micro.toml").read_text().replace("n_head = 4", "n_head = 5"))
     bad = cli("config", "validate", str(broken))
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == ["config error: model.n_head: 5 does not divide d_model=128"]
 
 
 def test_config_show_cli_applies_shortcuts(capsys):
-    assert main(["config", "show", "configs/micro.toml", "--max-steps", "7", "--device", "cpu", "--no-val", "model.n_layer=2"]) == 0
+    assert main(["config", "show", "charlm/recipes/micro.toml", "--max-steps", "7", "--device", "cpu", "--no-val", "model.n_layer=2"]) == 0
     out = capsys.readouterr().out
     assert "max_steps = 7" in out and 'device = "cpu"' in out and "n_layer = 2" in out and "eval_every = 0" in out

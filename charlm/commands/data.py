@@ -5,7 +5,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from charlm.errors import CharLMError, UsageError
-from charlm.prepare import prepare
 from charlm.registry import get_registry
 
 
@@ -73,6 +72,8 @@ def _file_errors():
 
 def _prepare(args, inputs, **split) -> None:
     """The packing step of both commands, with the options they share."""
+    from charlm.prepare import prepare  # numpy and torch: imported only when packing
+
     meta = prepare(
         inputs,
         args.out,

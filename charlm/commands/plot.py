@@ -36,7 +36,7 @@ def plot(args) -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise UsageError("charlm plot needs matplotlib: pip install 'charlm[plot]'") from None
+        raise UsageError("charlm plot needs matplotlib: pip install 'charlm-toolkit[plot]'") from None
     fig, ax = plt.subplots(figsize=(8, 5))
     for run_dir in map(Path, args.run_dirs):
         records = [r for r in read_metrics(run_dir) if args.x in r]

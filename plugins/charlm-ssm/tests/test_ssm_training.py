@@ -1,4 +1,4 @@
-"""configs/hybrid-ssm.toml, shrunk, trains for 50 steps with the real `charlm run` and its loss falls."""
+"""The hybrid-ssm recipe, shrunk, trains for 50 steps with the real `charlm run` and its loss falls."""
 
 import json
 import subprocess
@@ -38,7 +38,7 @@ def test_hybrid_stack_trains(tmp_path, optimizer):
         "logging.log_every=1",
         f'optimizer="{optimizer}"',
     ]
-    config = REPO / "configs" / "hybrid-ssm.toml"
+    config = REPO / "plugins" / "charlm-ssm" / "charlm_ssm" / "recipes" / "hybrid-ssm.toml"
     cmd = [sys.executable, "-m", "charlm", "run", str(config), *overrides, "--max-steps", "50", "--no-val"]
     result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
