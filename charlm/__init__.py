@@ -6,7 +6,6 @@ stays light (no torch) for the CLI and for plugin modules that only register com
 """
 
 import importlib
-
 import importlib.metadata
 
 import pluggy
