@@ -9,8 +9,9 @@ hookimpl = pluggy.HookimplMarker("charlm")
 
 
 def load(checkpoint, device="cpu"):
-    """Load a trained model from a checkpoint or exported artefact (see ``charlm.generate``)."""
-    from charlm.generate import load_model
+    """Load a trained model from a checkpoint, a run directory or any exporter's artefact
+    (see ``charlm.loading``), ready to ``generate``."""
+    from charlm.loading import load_model
 
     return load_model(checkpoint, device=device)
 

@@ -11,13 +11,14 @@ import torch.nn.functional as F
 
 import charlm
 from charlm import registry as registry_module
-from charlm.artifact import is_artifact, load_artifact, save_artifact
+from charlm.artifact import artifact_weights, load_artifact, save_artifact
 from charlm.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from charlm.cli import main
 from charlm.config import config_from_dict, to_dict
 from charlm.data import SplitWriter
 from charlm.export import GATES, export, make_exporter, report_path
 from charlm.model import ByteLM
+from charlm.runners import ModelRunner
 
 TEXT = b"the quick brown fox jumps over the lazy dog. " * 40
 FORMATS = ["int8", "safetensors", "torch-export", "torchscript"]
@@ -137,7 +138,8 @@ def test_generate_and_eval_load_artefacts(checkpoint, val_split, tmp_path, capsy
     for fmt in ("int8", "safetensors"):
         out = tmp_path / "model.bin-like"  # recognised by content, not by name
         export(fmt, checkpoint, out, validate_after=False)
-        assert is_artifact(out) and not is_artifact(checkpoint)
+        assert artifact_weights(out) == ("int8" if fmt == "int8" else "float32")
+        assert artifact_weights(checkpoint) is None
         assert main(["generate", "--checkpoint", str(out), *prompt]) == 0
         assert capsys.readouterr().out == expected
         assert main(["eval", "--checkpoint", str(out), "--data", str(val_split), "--json", "--no-baselines"]) == 0
@@ -160,9 +162,7 @@ class OffByOneExporter:
         save_artifact(path, state, job, "float32")
 
     def load(self, path, device):
-        from charlm.export import ModelRunner
-
-        return ModelRunner(load_artifact(path, device)[0])
+        return ModelRunner(*load_artifact(path, device))
 
 
 @charlm.hookimpl
