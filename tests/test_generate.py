@@ -258,6 +258,10 @@ def test_cli_invalid_utf8_prompt_file(checkpoint, tmp_path, capsysbinary):
         (["--max-context-tokens", "64"], 2, "more than this model's blocks hold (32)"),
         (["--max-new", "40", "--context-policy", "error"], 2, "do not fit max_context_tokens=32"),
         (["--context-policy", "forget"], 2, "invalid choice"),
+        (["--sampler", "top_k:k=0"], 2, "config error: sampler[0].k: must be > 0, got 0"),
+        (["--sampler", "top_k:k=3", "--sampler", "nucleus"], 2, 'sampler[1]: unknown sampler "nucleus"'),
+        (["--sampler", "top_k:3"], 2, "sampler 'top_k' option '3': expected key=value"),
+        (["--sampler", "greedy", "--top-k", "3", "--min-p", "0.1"], 2, "--sampler cannot be combined with --top-k, --min-p"),
     ],
 )
 def test_cli_bad_inputs_are_one_line(checkpoint, capsysbinary, args, code, message):
@@ -265,6 +269,24 @@ def test_cli_bad_inputs_are_one_line(checkpoint, capsysbinary, args, code, messa
         args = ["--prompt", "the", *args]
     got, out, err = run_cli(capsysbinary, "--checkpoint", str(checkpoint), *args)
     assert got == code and message in err and err.count("\n") == 1 and out == b""
+
+
+def test_sampler_chain_in_python(lm):
+    assert lm.generate(b"the", 30, sampler=["top_k:k=1"], seed=3) == greedy(lm, b"the", 30)
+    chain = ["temperature:value=0.7", {"kind": "top_k", "k": 5}, "top_p:p=0.9"]
+    assert lm.generate(b"the", 30, sampler=chain, seed=3) == lm.generate(b"the", 30, temperature=0.7, top_k=5, top_p=0.9, seed=3)
+    assert lm.generate(b"the", 30, sampler="greedy") == greedy(lm, b"the", 30)
+    for shortcut in ({"temperature": 1.0}, {"top_k": 40}):  # never silently ignored, even the default value
+        with pytest.raises(UsageError, match=f"give sampler=.* or {next(iter(shortcut))}, not both"):
+            lm.generate(b"the", 5, sampler=["top_p:p=0.9"], **shortcut)
+
+
+def test_run_directory_means_its_last_checkpoint(checkpoint, lm, tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(checkpoint.read_bytes())
+    assert greedy(charlm.load(tmp_path), b"the", 20) == greedy(lm, b"the", 20)
+    with pytest.raises(CharLMError, match="neither a run directory .* nor an artefact"):
+        charlm.load(tmp_path / "checkpoints")
 
 
 def test_cli_missing_checkpoint(tmp_path, capsysbinary):
