@@ -8,7 +8,7 @@ order (``--sampler top_k:k=40 --sampler temperature:value=0.8``), or the shortcu
 import argparse
 import sys
 
-from charlm.generate import POLICIES
+from charlm.generate import POLICIES, SHORTCUTS
 
 
 def add_parser(sub):
@@ -72,7 +72,7 @@ def sampler_flags(args) -> dict:
     """``sampler=`` for ``LanguageModel.stream``: the ``--sampler`` chain or the shortcut flags."""
     from charlm.errors import UsageError
 
-    shortcuts = {name: getattr(args, name) for name in ("temperature", "top_k", "top_p", "min_p")}
+    shortcuts = {name: getattr(args, name) for name in SHORTCUTS}
     given = [f"--{name.replace('_', '-')}" for name, value in shortcuts.items() if value is not None]
     if args.sampler and given:
         raise UsageError(
