@@ -17,8 +17,10 @@ import numpy as np
 import torch
 
 from charlm.evaluate import evaluate_bpb
-from charlm.generate import LanguageModel, load_model
+from charlm.generate import LanguageModel
+from charlm.loading import load_model
 from charlm.model import ByteLM
+from charlm.runners import ModelRunner
 
 from generate_speed import micro_job  # bench/ is on sys.path when run as a script
 
@@ -39,7 +41,7 @@ def main() -> None:
     else:
         torch.manual_seed(0)
         job, _ = micro_job()
-        lm = LanguageModel(ByteLM(job.model, job.seq_len).eval(), job, torch.device("cpu"))
+        lm = LanguageModel(ModelRunner(ByteLM(job.model, job.seq_len), job))
     data = args.data or lm.config.data.val
     if data and Path(data).is_file():
         from charlm.data import open_split
@@ -47,17 +49,17 @@ def main() -> None:
         tokens, source = np.asarray(open_split(data).tokens[: args.max_bytes]), data
     else:
         tokens, source = np.random.default_rng(0).integers(0, 256, args.max_bytes).astype(np.uint8), "random bytes"
-    seq_len = lm.model.max_len
+    seq_len = lm.runner.model.max_len
     print(f"model: {args.checkpoint or 'random micro weights'}; context {seq_len}; data: {source}, {len(tokens):,} bytes")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
 
-    evaluate_bpb(lm.model, tokens[: 4 * seq_len], seq_len)  # warm-up
+    evaluate_bpb(lm.runner.model, tokens[: 4 * seq_len], seq_len)  # warm-up
     header = f"{'stride':>6} {'batch':>5} {'bytes/s':>10} {'seconds':>8} {'bpb':>7}"
     print(header)
     print("-" * len(header))
     for stride in (seq_len, seq_len // 2, seq_len // 4):
         for batch in args.batch_sizes:
-            r = evaluate_bpb(lm.model, tokens, seq_len, stride=stride, batch_size=batch)
+            r = evaluate_bpb(lm.runner.model, tokens, seq_len, stride=stride, batch_size=batch)
             print(f"{stride:>6} {batch:>5} {r.bytes_per_s:>10,.0f} {r.seconds:>8.2f} {r.bpb:>7.4f}", flush=True)
 
 

@@ -32,8 +32,9 @@ import torch.nn.functional as F
 from charlm.artifact import load_artifact
 from charlm.checkpoint import save_checkpoint
 from charlm.config import load_config, to_dict
-from charlm.export import ModelRunner, export, greedy_decode
+from charlm.export import export, greedy_decode
 from charlm.model import ByteLM
+from charlm.runners import ModelRunner
 from charlm.quantize import Int8Linear, quantize
 from charlm.registry import get_registry
 

@@ -21,6 +21,7 @@ import torch
 from charlm.config import config_from_dict, load_config
 from charlm.generate import LanguageModel, build_sampler, sample_tokens
 from charlm.model import ByteLM
+from charlm.runners import ModelRunner
 
 MICRO = Path(__file__).resolve().parent.parent / "charlm" / "recipes" / "micro.toml"
 FALLBACK = {
@@ -37,13 +38,13 @@ def micro_job():
     return config_from_dict(FALLBACK), "built-in micro shape"
 
 
-def run(lm: LanguageModel, new: int, batch: int, cache: bool, decode_step=None) -> float:
+def run(runner: ModelRunner, new: int, batch: int, cache: bool) -> float:
     """Seconds to generate ``new`` bytes for ``batch`` samples, prefill included."""
-    window = lm.window()
+    window = LanguageModel(runner).window()
     sampler = build_sampler(temperature=1.0)
     generator = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
-    for _ in sample_tokens(lm.model, PROMPT, new, sampler, window, generator, batch, cache, decode_step):
+    for _ in sample_tokens(runner, PROMPT, new, sampler, window, generator, batch, cache):
         pass
     return time.perf_counter() - t0
 
@@ -61,30 +62,31 @@ def main() -> None:
     torch.manual_seed(0)
     job, source = micro_job()
     model = ByteLM(job.model, job.seq_len).eval()
-    lm = LanguageModel(model, job, torch.device("cpu"))
+    runner = ModelRunner(model, job)
     print(f"model: {source}; {model.num_parameters():,} parameters; window {job.seq_len} bytes (recompute)")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
 
-    run(lm, 16, 1, True)  # warm-up: allocator, thread pools
+    run(runner, 16, 1, True)  # warm-up: allocator, thread pools
     compiled = None
     if args.compile:
-        compiled = lm.decode_step(compile=True)
+        compiled = ModelRunner(model, job)
+        compiled.compile()
         t0 = time.perf_counter()
         for batch in args.batches:  # compile for every batch size and both cache layouts up front
-            run(lm, 2 * job.seq_len, batch, True, compiled)
+            run(compiled, 2 * job.seq_len, batch, True)
         print(f"compile + first run: {time.perf_counter() - t0:.1f} s\n")
 
-    modes = [("cached", True, None), ("uncached", False, None)]
+    modes = [("cached", runner, True), ("uncached", runner, False)]
     if compiled is not None:
-        modes.insert(1, ("compiled", True, compiled))
+        modes.insert(1, ("compiled", compiled, True))
     header = f"{'batch':>5} {'new bytes':>9} " + " ".join(f"{name + ' B/s':>14} {'ms/byte':>8}" for name, _, _ in modes)
     print(header)
     print("-" * len(header))
     for batch in args.batches:
         for new in args.lengths:
             cells = []
-            for _, cache, step in modes:
-                seconds = run(lm, new, batch, cache, step)
+            for _, mode_runner, cache in modes:
+                seconds = run(mode_runner, new, batch, cache)
                 cells.append(f"{new * batch / seconds:>14,.0f} {1000 * seconds / new:>8.2f}")
             print(f"{batch:>5} {new:>9} " + " ".join(cells), flush=True)
     print("\nB/s counts the bytes of every sample; ms/byte is the time per decoding step (all samples).")

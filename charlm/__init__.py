@@ -34,8 +34,8 @@ _LAZY = {
     "init_residual_projection": "charlm.model",
     "KVCache": "charlm.builtin.attention",
     # helpers for exporters: ready Runners, the logits-only wrapper, the job as plain data
-    "ModelRunner": "charlm.export",
-    "SequenceRunner": "charlm.export",
+    "ModelRunner": "charlm.runners",
+    "SequenceRunner": "charlm.runners",
     "LogitsOnly": "charlm.export",
     "to_dict": "charlm.config",
     # helpers for data sources: a download verified by sha256, reused when already there
@@ -57,8 +57,9 @@ __all__ = ["__version__", "hookimpl", "load", *_LAZY, *_SUBMODULES]
 
 
 def load(checkpoint, device="cpu"):
-    """Load a trained model from a checkpoint or exported artefact (see ``charlm.generate``)."""
-    from charlm.generate import load_model
+    """Load a trained model from a checkpoint, a run directory or any exporter's artefact
+    (see ``charlm.loading``), ready to ``generate``."""
+    from charlm.loading import load_model
 
     return load_model(checkpoint, device=device)
 

@@ -1,8 +1,8 @@
 """The charlm weights artefact: a safetensors file that rebuilds its model without a checkpoint.
 
-The ``int8`` and ``safetensors`` exporters write it; ``charlm generate`` and ``charlm eval``
-load it with ``--checkpoint``. The file is recognised by its content (the safetensors header
-and its ``format`` metadata), whatever its name. Metadata (safetensors keeps only strings):
+The ``int8`` and ``safetensors`` exporters write it and read it back; ``charlm generate`` and
+``charlm eval`` load it with ``--checkpoint`` (``charlm.loading``). The file is recognised by
+its content (the safetensors header and its ``format`` metadata), whatever its name. Metadata (safetensors keeps only strings):
 
 - ``format`` = ``charlm``, ``format_version`` = ``1``, ``charlm_version``;
 - ``weights``: ``float32``, ``bfloat16`` or ``int8``;
@@ -26,7 +26,7 @@ import torch
 
 from charlm import __version__
 from charlm.atomic import temp_beside
-from charlm.errors import CharLMError, ConfigError, UsageError
+from charlm.errors import CharLMError, ConfigError, UsageError, first_line
 
 FORMAT = "charlm"
 FORMAT_VERSION = "1"
@@ -77,10 +77,13 @@ def read_metadata(path: str | Path) -> dict[str, str] | None:
     return metadata if isinstance(metadata, dict) else None
 
 
-def is_artifact(path: str | Path) -> bool:
-    """Whether ``path`` is a charlm weights artefact (by content, not by name)."""
+def artifact_weights(path: str | Path) -> str | None:
+    """The ``weights`` of a charlm weights artefact ("int8", ...; by content, not by name);
+    ``None`` when ``path`` is not one."""
     metadata = read_metadata(path)
-    return metadata is not None and metadata.get("format") == FORMAT
+    if metadata is None or metadata.get("format") != FORMAT:
+        return None
+    return str(metadata.get("weights"))
 
 
 def load_artifact(path: str | Path, device: str | torch.device = "cpu", resident: str = "float"):
@@ -130,7 +133,7 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu", resident
     try:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except RuntimeError as exc:
-        raise CharLMError(f"{path}: the tensors do not fit the config: {_first_problem(exc)}") from None
+        raise CharLMError(f"{path}: the tensors do not fit the config: {first_line(exc)}") from None
     if weights == "int8" and resident == "float":
         expand_int8(model)
     return model.to(device).eval(), job
@@ -184,8 +187,3 @@ def _check_scales(path: Path, state: dict, names: list[str], group_size: int) ->
 
 def _get(value: Any, key: str) -> Any:
     return value.get(key) if isinstance(value, dict) else None
-
-
-def _first_problem(exc: RuntimeError) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()]
-    return lines[0] if lines else str(exc).splitlines()[0]

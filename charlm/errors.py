@@ -25,3 +25,17 @@ class PluginError(UsageError):
     """Plugins that conflict, or a component that no installed plugin provides: exit 2."""
 
     prefix = "plugin error"
+
+
+def first_line(exc: BaseException) -> str:
+    """``exc`` as one line: its message's first line (torch's run to pages), or its type's name.
+
+    A first line that ends in ":" introduces the next one ("Error(s) in loading state_dict
+    for ByteLM:"), so the two are joined.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].endswith(":") and len(lines) > 1:
+        return f"{lines[0]} {lines[1]}"
+    return lines[0]

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from charlm.atomic import write_json_atomic
-from charlm.errors import CharLMError, ConfigError, UsageError
+from charlm.errors import CharLMError, UsageError, first_line
+from charlm.runners import ModelRunner
 
 GATES = {  # name -> (default bound, applies to exact formats, direction)
     "max_logit_diff": (1e-4, True, "<="),
@@ -56,50 +57,6 @@ class LogitsOnly(nn.Module):
         return self.model(idx)[0]
 
 
-class ModelRunner:
-    """A ``ByteLM`` (the source, or an artefact that loads into one) run with its own cache."""
-
-    def __init__(self, model: torch.nn.Module):
-        self.model = model.eval()
-        self.max_len = model.max_len
-        self.device = next(iter(model.state_dict().values())).device
-
-    @torch.inference_mode()
-    def logits(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.model(idx.to(self.device))[0].cpu()
-
-    @torch.inference_mode()
-    def start(self, idx: torch.Tensor):
-        states = self.model.init_states(idx.shape[0], self.max_len, self.device, torch.float32)
-        logits, states = self.model(idx.to(self.device), 0, states)
-        return logits[:, -1].cpu(), (states, idx.shape[1])
-
-    @torch.inference_mode()
-    def step(self, token: torch.Tensor, state):
-        states, pos = state
-        logits, states = self.model(token.view(-1, 1).to(self.device), pos, states)
-        return logits[:, -1].cpu(), (states, pos + 1)
-
-
-class SequenceRunner:
-    """A full-sequence forward (``idx [B, T] -> logits [B, T, 256]``) with no cache: each
-    decode step re-runs the whole window, as a deployed program without state would."""
-
-    def __init__(self, forward, max_len: int):
-        self.forward = forward
-        self.max_len = max_len
-
-    @torch.inference_mode()
-    def logits(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.forward(idx)
-
-    def start(self, idx: torch.Tensor):
-        return self.logits(idx)[:, -1], idx
-
-    def step(self, token: torch.Tensor, state):
-        return self.start(torch.cat([state, token.view(-1, 1)], dim=1))
-
-
 def greedy_decode(runner, prompt: torch.Tensor, n: int) -> tuple[list[int], float]:
     """``n`` greedy bytes after ``prompt`` [1, P] and the seconds they took.
 
@@ -113,7 +70,7 @@ def greedy_decode(runner, prompt: torch.Tensor, n: int) -> tuple[list[int], floa
     t0 = time.perf_counter()
     logits, state = runner.start(context)
     for _ in range(n):
-        token = logits.argmax(dim=-1)
+        token = logits.argmax(dim=-1).cpu()
         out.append(int(token[0]))
         context = torch.cat([context, token.view(1, 1)], dim=1)
         if context.shape[1] >= window:  # no room for the next byte
@@ -196,8 +153,8 @@ def validate(source: torch.nn.Module, runner, path: Path, fmt: str, exact: bool,
     windows, where = validation_sample(source.max_len, data)
     x, y = windows[:, :-1], windows[:, 1:]
     with torch.inference_mode():
-        ref = reference.logits(x).double()
-        got = runner.logits(x).double()
+        ref = reference.logits(x).cpu().double()
+        got = runner.logits(x).cpu().double()
     if got.shape != ref.shape:
         raise CharLMError(f"{path}: the artefact returns logits of shape {tuple(got.shape)}, expected {tuple(ref.shape)}")
     ref_logp, got_logp = F.log_softmax(ref, -1), F.log_softmax(got, -1)
@@ -284,34 +241,28 @@ def parse_tolerances(items: list[str]) -> dict[str, float]:
     return out
 
 
-def make_exporter(fmt: str, options: dict | None = None, registry=None):
+def make_exporter(fmt: str, options: dict | None = None):
     """The exporter named ``fmt``, built with its plugin's options (``{"group_size": 32}``)."""
     from charlm.config import resolve_component
     from charlm.registry import get_registry
 
-    registry = registry or get_registry()
-    spec = resolve_component({"kind": fmt, **(options or {})}, "exporter", "export", registry)
-    return registry.create("exporter", spec)
+    spec = resolve_component({"kind": fmt, **(options or {})}, "exporter", "export")
+    return get_registry().create("exporter", spec)
 
 
 def export(fmt: str, checkpoint: str | Path, out: str | Path, options: dict | None = None, validate_after: bool = True,
-           tolerances: dict[str, float] | None = None, data: str | None = None, registry=None) -> Report | None:
+           tolerances: dict[str, float] | None = None, data: str | None = None) -> Report | None:
     """Export ``checkpoint`` as ``fmt`` to ``out``; validate it unless told not to.
 
-    Returns the report (also written as JSON beside the artefact), or ``None`` without
-    validation. The artefact is written beside ``out`` and renamed into place once complete.
+    ``checkpoint`` is a checkpoint or a run directory. Returns the report (also written as
+    JSON beside the artefact), or ``None`` without validation. The artefact is written beside
+    ``out`` and renamed into place once complete.
     """
-    from charlm.checkpoint import load_checkpoint, model_from_checkpoint
+    from charlm.loading import checkpoint_path, load_checkpoint_model, open_artefact
 
-    exporter = make_exporter(fmt, options, registry)
+    exporter = make_exporter(fmt, options)
     out = Path(out)
-    payload = load_checkpoint(checkpoint)
-    if "model" not in payload or "config" not in payload:
-        raise CharLMError(f"{checkpoint}: checkpoint has no model or config")
-    try:
-        model, job = model_from_checkpoint(payload, "cpu")
-    except ConfigError as exc:  # e.g. a block from a plugin that is not installed here
-        raise ConfigError(f"{checkpoint}: {exc}") from None
+    model, job = load_checkpoint_model(checkpoint_path(checkpoint), "cpu")
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial{exporter.suffix}")
     _remove(partial)  # left by a crash
@@ -321,13 +272,12 @@ def export(fmt: str, checkpoint: str | Path, out: str | Path, options: dict | No
     except CharLMError:
         raise
     except Exception as exc:  # torch.export / ONNX failures run to pages; the first line names the cause
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CharLMError(f"{fmt} export of {checkpoint} failed: {type(exc).__name__}: {first}") from exc
+        raise CharLMError(f"{fmt} export of {checkpoint} failed: {type(exc).__name__}: {first_line(exc)}") from exc
     finally:
         _remove(partial)
     if not validate_after:
         return None
-    runner = exporter.load(out, torch.device("cpu"))
+    runner = open_artefact(fmt, exporter, out, torch.device("cpu"))
     report = validate(model, runner, out, fmt, exporter.exact, data, tolerances)
     write_json_atomic(report_path(out), report.to_dict())
     return report

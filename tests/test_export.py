@@ -11,13 +11,15 @@ import torch.nn.functional as F
 
 import charlm
 from charlm import registry as registry_module
-from charlm.artifact import is_artifact, load_artifact, save_artifact
+from charlm.artifact import artifact_weights, load_artifact, save_artifact
 from charlm.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from charlm.cli import main
 from charlm.config import config_from_dict, to_dict
 from charlm.data import SplitWriter
 from charlm.export import GATES, export, make_exporter, report_path
+from charlm.loading import recognising_exporter
 from charlm.model import ByteLM
+from charlm.runners import ModelRunner
 
 TEXT = b"the quick brown fox jumps over the lazy dog. " * 40
 FORMATS = ["int8", "safetensors", "torch-export", "torchscript"]
@@ -134,14 +136,16 @@ def test_generate_and_eval_load_artefacts(checkpoint, val_split, tmp_path, capsy
     prompt = ["--prompt", "the quick", "--max-new", "24", "--temperature", "0"]
     assert main(["generate", "--checkpoint", str(checkpoint), *prompt]) == 0
     expected = capsys.readouterr().out
-    for fmt in ("int8", "safetensors"):
-        out = tmp_path / "model.bin-like"  # recognised by content, not by name
+    for fmt in FORMATS:
+        out = tmp_path / f"{fmt}.bin-like"  # recognised by content, not by name
         export(fmt, checkpoint, out, validate_after=False)
-        assert is_artifact(out) and not is_artifact(checkpoint)
+        assert recognising_exporter(out)[0] == fmt
         assert main(["generate", "--checkpoint", str(out), *prompt]) == 0
         assert capsys.readouterr().out == expected
         assert main(["eval", "--checkpoint", str(out), "--data", str(val_split), "--json", "--no-baselines"]) == 0
         assert json.loads(capsys.readouterr().out)["bpb"] < 4
+    assert recognising_exporter(checkpoint) is None
+    assert artifact_weights(tmp_path / "int8.bin-like") == "int8" and artifact_weights(checkpoint) is None
     assert charlm.load(out).generate(b"the quick", 24, temperature=0) == expected.encode()[9:-1]
 
 
@@ -160,14 +164,7 @@ class OffByOneExporter:
         save_artifact(path, state, job, "float32")
 
     def load(self, path, device):
-        from charlm.export import ModelRunner
-
-        return ModelRunner(load_artifact(path, device)[0])
-
-
-@charlm.hookimpl
-def register_exporters(register):
-    register("off-by-one", lambda options: OffByOneExporter(), help="a deliberately broken exporter (tests)")
+        return ModelRunner(*load_artifact(path, device))
 
 
 def test_broken_exporter_fails_validation(checkpoint, tmp_path, monkeypatch, capsys):
@@ -178,6 +175,30 @@ def test_broken_exporter_fails_validation(checkpoint, tmp_path, monkeypatch, cap
     assert "gate FAIL max_logit_diff" in capsys.readouterr().out
     report = json.loads(report_path(out).read_text())
     assert report["passed"] is False and report["metrics"]["max_logit_diff"] > GATES["max_logit_diff"][0]
+
+
+class NotARunnerExporter(OffByOneExporter):
+    def recognise(self, path):
+        return path.suffix == ".odd"
+
+    def load(self, path, device):
+        return object()
+
+
+@charlm.hookimpl
+def register_exporters(register):
+    register("off-by-one", lambda options: OffByOneExporter(), help="a deliberately broken exporter (tests)")
+    register("not-a-runner", lambda options: NotARunnerExporter(), help="load() returns no Runner (tests)")
+
+
+def test_an_artefact_that_loads_as_no_runner_is_one_line(checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(registry_module.BUILTIN_MODULES, "broken-test-plugin", __name__)
+    monkeypatch.setattr(registry_module, "_default", None)
+    odd = tmp_path / "model.odd"
+    odd.write_bytes(b"anything")
+    assert main(["generate", "--checkpoint", str(odd), "--prompt", "a"]) == 2
+    err = capsys.readouterr().err
+    assert "exporter 'not-a-runner': load() returned a object, not a Runner" in err and err.count("\n") == 1
 
 
 def test_validation_sample_is_fixed(checkpoint, val_split, tmp_path):

@@ -12,8 +12,9 @@ from charlm.checkpoint import save_checkpoint
 from charlm.cli import main
 from charlm.config import config_from_dict, to_dict
 from charlm.errors import CharLMError, UsageError
-from charlm.generate import SINK_BYTES, StopScanner, Utf8Writer, Window, build_sampler, sample_tokens
+from charlm.generate import SINK_BYTES, LanguageModel, StopScanner, Utf8Writer, Window, build_sampler, sample_tokens
 from charlm.model import ByteLM
+from charlm.runners import ModelRunner
 
 WINDOW = 32  # the trained seq_len, so the default max_context_tokens
 TEXT = b"the quick brown fox jumps over the lazy dog. "
@@ -74,7 +75,7 @@ def greedy(lm, prompt, max_new, **kw):
 
 
 def test_load_gives_model_and_config(lm):
-    assert isinstance(lm.model, ByteLM) and not lm.model.training
+    assert isinstance(lm.runner.model, ByteLM) and not lm.runner.model.training
     assert lm.config.seq_len == WINDOW
     assert isinstance(greedy(lm, "the", 5), str)
     assert isinstance(greedy(lm, b"the", 5), bytes)
@@ -89,28 +90,28 @@ def test_greedy_cached_equals_uncached_300_bytes(lm):
 @pytest.mark.parametrize("policy, sink", [("recompute", 0), ("sink", SINK_BYTES)])
 def test_four_windows_stay_bounded_and_match_reference(lm, policy, sink, monkeypatch):
     calls = []
-    forward = lm.model.forward
+    forward = lm.runner.model.forward
 
     def spy(idx, pos=0, states=None):
         calls.append((pos, idx.size(1), states is not None))
         return forward(idx, pos, states)
 
     allocated = []
-    init_states = lm.model.init_states
-    monkeypatch.setattr(lm.model, "forward", spy)
-    monkeypatch.setattr(lm.model, "init_states", lambda b, n, d, t: allocated.append(n) or init_states(b, n, d, t))
+    init_states = lm.runner.model.init_states
+    monkeypatch.setattr(lm.runner.model, "forward", spy)
+    monkeypatch.setattr(lm.runner.model, "init_states", lambda b, n, d, t: allocated.append(n) or init_states(b, n, d, t))
     out = lm.generate(b"the ", 4 * WINDOW, temperature=0, context_policy=policy)
     monkeypatch.undo()
     assert set(allocated) == {WINDOW}
     assert all(pos + length <= WINDOW for pos, length, stateful in calls if stateful)
     assert sum(length > 1 for _, length, _ in calls) >= 4  # it did re-window
-    assert out == reference_greedy(lm.model, b"the ", 4 * WINDOW, WINDOW, sink)
+    assert out == reference_greedy(lm.runner.model, b"the ", 4 * WINDOW, WINDOW, sink)
 
 
 def test_prompt_longer_than_window(lm):
     prompt = TEXT * 3  # 135 bytes, window 32
-    assert greedy(lm, prompt, 40) == reference_greedy(lm.model, prompt, 40, WINDOW)
-    assert greedy(lm, prompt, 40, context_policy="sink") == reference_greedy(lm.model, prompt, 40, WINDOW, SINK_BYTES)
+    assert greedy(lm, prompt, 40) == reference_greedy(lm.runner.model, prompt, 40, WINDOW)
+    assert greedy(lm, prompt, 40, context_policy="sink") == reference_greedy(lm.runner.model, prompt, 40, WINDOW, SINK_BYTES)
     with pytest.raises(UsageError, match="do not fit max_context_tokens=32"):
         greedy(lm, prompt, 40, context_policy="error")
 
@@ -124,7 +125,7 @@ def test_error_policy_fits_exactly(lm):
 
 
 def test_smaller_window_and_bad_window(lm):
-    assert greedy(lm, b"the ", 50, max_context_tokens=12) == reference_greedy(lm.model, b"the ", 50, 12)
+    assert greedy(lm, b"the ", 50, max_context_tokens=12) == reference_greedy(lm.runner.model, b"the ", 50, 12)
     with pytest.raises(UsageError, match="more than this model's blocks hold"):
         greedy(lm, b"a", 5, max_context_tokens=WINDOW + 1)
     with pytest.raises(UsageError, match=">= 2"):
@@ -133,7 +134,7 @@ def test_smaller_window_and_bad_window(lm):
 
 def test_empty_prompt_starts_a_document(lm):
     out = greedy(lm, b"", 20)
-    assert len(out) == 20 and out == reference_greedy(lm.model, b"", 20, WINDOW)
+    assert len(out) == 20 and out == reference_greedy(lm.runner.model, b"", 20, WINDOW)
 
 
 def test_seed_determinism(lm):
@@ -188,7 +189,7 @@ def test_any_block_kind_and_fixed_size_states():
     ssm = {"kind": "ssm", "d_state": 8, "chunk_size": 8}
     for layers, window in [([ssm, "transformer"], WINDOW), ([ssm, ssm], None)]:
         job = make_job(layers=layers)
-        lm = charlm.generate.LanguageModel(ByteLM(job.model, job.seq_len).eval(), job, torch.device("cpu"))
+        lm = LanguageModel(ModelRunner(ByteLM(job.model, job.seq_len), job))
         assert lm.window().size == window  # an all-SSM stack is never re-windowed by default
         out = greedy(lm, b"hello", 2 * WINDOW + 5)
         assert out == greedy(lm, b"hello", 2 * WINDOW + 5, cache=False)
@@ -202,14 +203,14 @@ def test_ngram_state_survives_decoding_and_re_windowing(policy, sink):
     with torch.no_grad():
         for table in model.ngram.tables:
             table.weight.normal_(std=1.0)  # loud enough to steer greedy choices
-    lm = charlm.generate.LanguageModel(model, job, torch.device("cpu"))
+    lm = LanguageModel(ModelRunner(model, job))
     out = greedy(lm, b"the ", 4 * WINDOW, context_policy=policy)
     assert out == greedy(lm, b"the ", 4 * WINDOW, context_policy=policy, cache=False)
     assert out == reference_greedy(model, b"the ", 4 * WINDOW, WINDOW, sink)
 
 
 def test_sample_tokens_yields_batches(lm):
-    tokens = list(sample_tokens(lm.model, b"ab", 5, build_sampler(), Window(WINDOW), None, num_samples=4))
+    tokens = list(sample_tokens(lm.runner, b"ab", 5, build_sampler(), Window(WINDOW), None, num_samples=4))
     assert len(tokens) == 5 and all(t.shape == (4,) for t in tokens)
 
 
@@ -257,6 +258,10 @@ def test_cli_invalid_utf8_prompt_file(checkpoint, tmp_path, capsysbinary):
         (["--max-context-tokens", "64"], 2, "more than this model's blocks hold (32)"),
         (["--max-new", "40", "--context-policy", "error"], 2, "do not fit max_context_tokens=32"),
         (["--context-policy", "forget"], 2, "invalid choice"),
+        (["--sampler", "top_k:k=0"], 2, "config error: sampler[0].k: must be > 0, got 0"),
+        (["--sampler", "top_k:k=3", "--sampler", "nucleus"], 2, 'sampler[1]: unknown sampler "nucleus"'),
+        (["--sampler", "top_k:3"], 2, "sampler 'top_k' option '3': expected key=value"),
+        (["--sampler", "greedy", "--top-k", "3", "--min-p", "0.1"], 2, "--sampler cannot be combined with --top-k, --min-p"),
     ],
 )
 def test_cli_bad_inputs_are_one_line(checkpoint, capsysbinary, args, code, message):
@@ -264,6 +269,24 @@ def test_cli_bad_inputs_are_one_line(checkpoint, capsysbinary, args, code, messa
         args = ["--prompt", "the", *args]
     got, out, err = run_cli(capsysbinary, "--checkpoint", str(checkpoint), *args)
     assert got == code and message in err and err.count("\n") == 1 and out == b""
+
+
+def test_sampler_chain_in_python(lm):
+    assert lm.generate(b"the", 30, sampler=["top_k:k=1"], seed=3) == greedy(lm, b"the", 30)
+    chain = ["temperature:value=0.7", {"kind": "top_k", "k": 5}, "top_p:p=0.9"]
+    assert lm.generate(b"the", 30, sampler=chain, seed=3) == lm.generate(b"the", 30, temperature=0.7, top_k=5, top_p=0.9, seed=3)
+    assert lm.generate(b"the", 30, sampler="greedy") == greedy(lm, b"the", 30)
+    for shortcut in ({"temperature": 1.0}, {"top_k": 40}):  # never silently ignored, even the default value
+        with pytest.raises(UsageError, match=f"give sampler=.* or {next(iter(shortcut))}, not both"):
+            lm.generate(b"the", 5, sampler=["top_p:p=0.9"], **shortcut)
+
+
+def test_run_directory_means_its_last_checkpoint(checkpoint, lm, tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(checkpoint.read_bytes())
+    assert greedy(charlm.load(tmp_path), b"the", 20) == greedy(lm, b"the", 20)
+    with pytest.raises(CharLMError, match="neither a run directory .* nor an artefact"):
+        charlm.load(tmp_path / "checkpoints")
 
 
 def test_cli_missing_checkpoint(tmp_path, capsysbinary):

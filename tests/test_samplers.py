@@ -12,7 +12,7 @@ NEG_INF = float("-inf")
 
 def step(name, **options):
     spec = {"kind": name, **options}
-    return build_sampler(chain=[spec]).steps[0]
+    return build_sampler([spec]).steps[0]
 
 
 def kept(logits):
@@ -76,7 +76,7 @@ def test_chain_from_flags_in_order():
 def test_chain_samples_only_from_kept_set():
     logits = torch.randn(1, 256, generator=torch.Generator().manual_seed(2)).expand(500, -1)
     gen = torch.Generator().manual_seed(3)
-    tokens = build_sampler(chain=["top_k", {"kind": "top_p", "p": 0.5}])(logits, gen)
+    tokens = build_sampler(["top_k", {"kind": "top_p", "p": 0.5}])(logits, gen)
     top = set(logits[0].topk(50).indices.tolist())
     assert set(tokens.tolist()) <= top
     assert len(set(tokens.tolist())) > 1
@@ -85,7 +85,7 @@ def test_chain_samples_only_from_kept_set():
 
 def test_bad_sampler_specs_are_clear():
     with pytest.raises(ConfigError, match='unknown sampler "top_q"'):
-        build_sampler(chain=["top_q"])
+        build_sampler(["top_q"])
     with pytest.raises(ConfigError, match=r"sampler\[0\]\.k: must be > 0, got 0"):
         build_sampler(top_k=0)
     with pytest.raises(ConfigError, match=r"sampler\[0\]\.p: must be in \(0.0, 1.0\], got 1.5"):

@@ -1,15 +1,17 @@
 """Built-in export formats: int8, safetensors, torch-export, torchscript.
 
 ``int8`` and ``safetensors`` write the charlm weights artefact (``charlm.artifact``), which
-``charlm generate`` and ``charlm eval`` load directly. ``torch-export`` and ``torchscript``
-write a program of the full-sequence forward (bytes [B, T] -> logits [B, T, 256]) that runs
-without charlm's model code; the job config rides along as an extra file ``charlm.json``.
+loads back into a ``ByteLM``. ``torch-export`` and ``torchscript`` write a program of the
+full-sequence forward (bytes [B, T] -> logits [B, T, 256]) that runs without charlm's model
+code; the job config rides along as an extra file ``charlm.json``. Each recognises its own
+artefacts by content, so ``--checkpoint ARTEFACT`` finds its format whatever the file's name.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Literal
 
@@ -18,10 +20,11 @@ import torch
 from torch import nn
 
 import charlm
-from charlm.artifact import SCHEME, load_artifact, save_artifact
+from charlm.artifact import SCHEME, artifact_weights, load_artifact, save_artifact
 from charlm.config import to_dict
 from charlm.errors import CharLMError, ConfigError
-from charlm.export import LogitsOnly, ModelRunner, SequenceRunner
+from charlm.export import LogitsOnly
+from charlm.runners import ModelRunner, SequenceRunner
 from charlm.quantize import check_group_size, quantized_state_dict
 from charlm.validators import non_negative
 
@@ -50,8 +53,11 @@ class Int8Exporter:
         quantization = {"scheme": SCHEME, "group_size": self.group_size, "modules": names}
         save_artifact(path, state, job, "int8", quantization)
 
+    def recognise(self, path: Path) -> bool:
+        return artifact_weights(path) == "int8"
+
     def load(self, path: Path, device: torch.device) -> ModelRunner:
-        return ModelRunner(load_artifact(path, device)[0])
+        return ModelRunner(*load_artifact(path, device))
 
 
 @attrs.define
@@ -70,12 +76,26 @@ class SafetensorsExporter:
         state = {k: v.to(self.dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
         save_artifact(path, state, job, "float32" if self.exact else "bfloat16")
 
+    def recognise(self, path: Path) -> bool:
+        # every charlm artefact but int8, so an unknown ``weights`` gets load_artifact's message
+        return artifact_weights(path) not in (None, "int8")
+
     def load(self, path: Path, device: torch.device) -> ModelRunner:
-        return ModelRunner(load_artifact(path, device)[0])
+        return ModelRunner(*load_artifact(path, device))
 
 
 def _config_json(job) -> str:
     return json.dumps({"config": to_dict(job), "charlm_version": charlm.__version__})
+
+
+def _zip_entries(path: Path) -> set[str]:
+    """The names inside a zip archive below its top directory ("extra/charlm.json"); empty when
+    ``path`` is no zip. torch.export and TorchScript archives both are, with different entries."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return {name.partition("/")[2] for name in zf.namelist()}
+    except (OSError, zipfile.BadZipFile):
+        return set()
 
 
 def _max_len(path: Path, text: str) -> int:
@@ -103,6 +123,10 @@ class TorchExportExporter:
         program = torch.export.export(LogitsOnly(model).eval(), (example,), dynamic_shapes=dynamic)
         torch.export.save(program, path, extra_files={CONFIG_FILE: _config_json(job)})
 
+    def recognise(self, path: Path) -> bool:
+        entries = _zip_entries(path)
+        return f"extra/{CONFIG_FILE}" in entries and "archive_format" in entries
+
     def load(self, path: Path, device: torch.device) -> SequenceRunner:
         extra = {CONFIG_FILE: ""}
         with open(path, "rb") as f:  # a buffer: torch.export.load refuses names not ending in .pt2
@@ -123,12 +147,16 @@ class TorchScriptExporter:
             traced = torch.jit.trace(LogitsOnly(model).eval(), example, check_trace=False)
             torch.jit.save(traced, str(path), _extra_files={CONFIG_FILE: _config_json(job)})
 
+    def recognise(self, path: Path) -> bool:
+        entries = _zip_entries(path)
+        return f"extra/{CONFIG_FILE}" in entries and "constants.pkl" in entries
+
     def load(self, path: Path, device: torch.device) -> SequenceRunner:
         extra = {CONFIG_FILE: ""}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
-        return SequenceRunner(module, _max_len(path, extra[CONFIG_FILE]))
+        return SequenceRunner(module, _max_len(path, extra[CONFIG_FILE]), device)
 
 
 @charlm.hookimpl

@@ -1,11 +1,10 @@
-"""``charlm data prepare INPUT... --out DIR`` and ``charlm data pull NAME --out DIR``."""
+"""``charlm data prepare INPUT... --out DIR`` and ``charlm data pull NAME [key=value ...] --out DIR``."""
 
 import argparse
 from contextlib import contextmanager
 from pathlib import Path
 
 from charlm.errors import CharLMError, UsageError
-from charlm.registry import get_registry
 
 
 def add_parser(sub):
@@ -25,12 +24,14 @@ def add_parser(sub):
     pull = actions.add_parser(
         "pull",
         help="download a named corpus and pack it like prepare",
-        description="Downloads and verifies the corpus into DIR/raw (kept, so a re-run is offline), then packs it like prepare.",
+        description="Downloads and verifies the corpus into DIR/raw (kept, so a re-run is offline), then packs it like prepare."
+        " key=value pairs are the source's options (TOML values, as in a job file), e.g. timeout_s=60.",
     )
     pull.add_argument("name", help="data source (see charlm list-plugins): e.g. shakespeare, tinyshakespeare")
+    pull.add_argument("options", nargs="*", default=[], metavar="key=value", help="the source's own options")
     _add_split_arguments(pull)
     pull.add_argument("--val-docs", type=_indices, default=[], metavar="I,J,...", help="indices of the source's documents (in its fixed order) to hold out")
-    pull.set_defaults(func=run_pull)
+    pull.set_defaults(func=run_pull, overrides=[])  # options after --out arrive as overrides (cli.main)
 
 
 def _add_split_arguments(parser) -> None:
@@ -93,10 +94,15 @@ def run_prepare(args) -> int:
 
 
 def run_pull(args) -> int:
-    component = get_registry().get("data_source", args.name)
-    source = component.factory(component.config() if component.config else None)
+    from charlm.config import resolve_component
+    from charlm.options import parse_options
+    from charlm.registry import get_registry
+
     if args.val_docs and args.val_fraction is not None:
         raise UsageError("choose one split rule: --val-fraction and --val-docs were both given")
+    options = parse_options(args.options + args.overrides, "data source", "timeout_s=60")
+    spec = resolve_component({"kind": args.name, **options}, "data_source", f"data_source.{args.name}")
+    source = get_registry().create("data_source", spec)
     with _file_errors():
         files = source.fetch(Path(args.out) / "raw")
         _prepare(args, files, val_docs=args.val_docs, source={"name": args.name, **source.provenance()})

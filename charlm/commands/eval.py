@@ -5,8 +5,10 @@ import sys
 
 
 def add_parser(sub):
-    parser = sub.add_parser("eval", help="bits per byte of a checkpoint on a data split")
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint (.pt), or an int8 or safetensors export of one")
+    parser = sub.add_parser("eval", help="bits per byte of a checkpoint or artefact on a data split")
+    parser.add_argument(
+        "--checkpoint", required=True, metavar="PATH", help="a checkpoint (.pt), a run directory, or any exporter's artefact"
+    )
     parser.add_argument("--data", required=True, help="a split written by `charlm data prepare` (.bin)")
     parser.add_argument("--stride", type=int, help="bytes between window starts (default: half the context)")
     parser.add_argument("--max-bytes", type=int, help="evaluate only the first N bytes of the split")
@@ -21,24 +23,25 @@ def run_eval(args) -> int:
     from charlm.data import open_split
     from charlm.errors import UsageError
     from charlm.evaluate import as_tokens, compressor_bpb, evaluate_bpb
-    from charlm.generate import load_model
+    from charlm.loading import load_runner
+    from charlm.runners import RunnerModule
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_bytes is not None and args.max_bytes < 2:
         raise UsageError(f"--max-bytes must be >= 2, got {args.max_bytes}")
-    lm = load_model(args.checkpoint, args.device)
-    seq_len = lm.model.max_len
+    runner = load_runner(args.checkpoint, args.device)
+    seq_len = runner.max_len
     if args.stride is not None and not 1 <= args.stride <= seq_len:
         raise UsageError(f"--stride must be in [1, {seq_len}] (the model's context), got {args.stride}")
     tokens = as_tokens(open_split(args.data).tokens)[: args.max_bytes]
     result = evaluate_bpb(
-        lm.model,
+        RunnerModule(runner),
         tokens,
         seq_len,
         stride=args.stride,
         batch_size=args.batch_size,
-        device=lm.device,
+        device=runner.device,
         progress=sys.stderr.isatty() and not args.json,
     )
     baselines = {} if args.no_baselines else compressor_bpb(tokens.tobytes())

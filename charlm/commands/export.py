@@ -10,7 +10,7 @@ def add_parser(sub):
     parser = sub.add_parser("export", help="export a checkpoint (int8, safetensors, torch-export, ...) and validate it")
     parser.add_argument("--list", action="store_true", help="list the export formats and exit")
     parser.add_argument("--format", help="an export format (see --list)")
-    parser.add_argument("--checkpoint", help="a .pt checkpoint")
+    parser.add_argument("--checkpoint", metavar="PATH", help="a checkpoint (.pt) or a run directory")
     parser.add_argument("--out", help="the artefact to write (a report PATH.report.json is written beside it)")
     parser.add_argument("--no-validate", action="store_true", help="write the artefact without checking it")
     parser.add_argument(
@@ -26,9 +26,9 @@ def add_parser(sub):
 
 
 def run_export(args) -> int:
-    from charlm.config import parse_override
-    from charlm.errors import ConfigError, UsageError
+    from charlm.errors import UsageError
     from charlm.export import export, parse_tolerances
+    from charlm.options import parse_options
     from charlm.registry import get_registry
 
     registry = get_registry()
@@ -40,16 +40,9 @@ def run_export(args) -> int:
     missing = [flag for flag in ("format", "checkpoint", "out") if getattr(args, flag) is None]
     if missing:
         raise UsageError(f"missing {', '.join('--' + m for m in missing)} (or --list)")
-    options = {}
-    for text in args.options + args.overrides:
-        keys, value = parse_override(text)
-        if len(keys) != 1:
-            raise ConfigError(f"export option {text!r}: expected option=value, e.g. group_size=32")
-        options[keys[0]] = value
+    options = parse_options(args.options + args.overrides, "export", "group_size=32")
     tolerances = parse_tolerances(args.tolerance)
-    report = export(
-        args.format, args.checkpoint, args.out, options, not args.no_validate, tolerances, args.data, registry
-    )
+    report = export(args.format, args.checkpoint, args.out, options, not args.no_validate, tolerances, args.data)
     if report is None:
         print(f"wrote {args.out} (not validated)")
         return 0

@@ -1,19 +1,37 @@
-"""``charlm generate --checkpoint C --prompt TEXT``: sample bytes, streamed to stdout."""
+"""``charlm generate --checkpoint C --prompt TEXT``: sample bytes, streamed to stdout.
+
+The sampler is a chain of sampler plugins, ``--sampler KIND[:key=value,...]`` applied in
+order (``--sampler top_k:k=40 --sampler temperature:value=0.8``), or the shortcut flags
+``--temperature``, ``--top-k``, ``--top-p``, ``--min-p``; not both.
+"""
 
 import argparse
 import sys
 
-from charlm.generate import POLICIES
+from charlm.generate import POLICIES, SHORTCUTS
 
 
 def add_parser(sub):
-    parser = sub.add_parser("generate", help="sample text from a checkpoint")
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint (.pt), or an int8 or safetensors export of one")
+    parser = sub.add_parser(
+        "generate",
+        help="sample text from a checkpoint or artefact",
+        description=__doc__.split("\n\n", 1)[1].replace("``", ""),
+    )
+    parser.add_argument(
+        "--checkpoint", required=True, metavar="PATH", help="a checkpoint (.pt), a run directory, or any exporter's artefact"
+    )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--prompt", help="the text to continue (default: stdin when piped, else empty)")
     source.add_argument("--prompt-file", help="read the prompt's bytes from a file")
     parser.add_argument("--max-new", type=int, default=256, help="bytes to generate per sample (default 256)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="0 is greedy (default 1.0)")
+    parser.add_argument(
+        "--sampler",
+        action="append",
+        metavar="KIND[:key=value,...]",
+        help="a sampler plugin and its options (TOML values), e.g. top_k:k=40; repeatable, applied in order"
+        " (see charlm list-plugins); replaces the shortcut flags below",
+    )
+    parser.add_argument("--temperature", type=float, help="0 is greedy (default 1.0)")
     parser.add_argument("--top-k", type=int, help="keep the k most likely bytes")
     parser.add_argument("--top-p", type=float, help="keep the smallest set of bytes with probability mass >= p")
     parser.add_argument("--min-p", type=float, help="keep bytes at least p times as likely as the best")
@@ -50,19 +68,33 @@ def read_prompt(args) -> bytes:
     return sys.stdin.buffer.read()
 
 
+def sampler_flags(args) -> dict:
+    """``sampler=`` for ``LanguageModel.stream``: the ``--sampler`` chain or the shortcut flags."""
+    from charlm.errors import UsageError
+
+    shortcuts = {name: getattr(args, name) for name in SHORTCUTS}
+    given = [f"--{name.replace('_', '-')}" for name, value in shortcuts.items() if value is not None]
+    if args.sampler and given:
+        raise UsageError(
+            f"--sampler cannot be combined with {', '.join(given)}: add them to the chain,"
+            " e.g. --sampler temperature:value=0.8 --sampler top_k:k=40"
+        )
+    return {"sampler": args.sampler} if args.sampler else shortcuts
+
+
 def run_generate(args) -> int:
-    from charlm.generate import Utf8Writer, load_model, should_compile
+    from charlm.generate import Utf8Writer, build_sampler, should_compile
+    from charlm.loading import load_model
 
     prompt = read_prompt(args)
+    sampler = sampler_flags(args)
+    build_sampler(**sampler)  # a bad chain fails before the model loads
     lm = load_model(args.checkpoint, args.device)
     compile = should_compile(args.max_new) if args.compile is None else args.compile
     chunks = lm.stream(
         prompt,
         args.max_new,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        min_p=args.min_p,
+        **sampler,
         seed=args.seed,
         num_samples=args.num_samples,
         stop=args.stop,

@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 import charlm
-from charlm import CharLMError, LogitsOnly, to_dict
+from charlm import CharLMError, LogitsOnly, Runner, to_dict
 
 FORWARD, DECODE, META = "forward.onnx", "decode_step.onnx", "charlm.json"
 
@@ -103,12 +103,16 @@ class OnnxExporter:
             print(f"note: onnx: no decode-step graph ({meta['decode_step_skipped']}); decoding re-runs the forward graph", file=sys.stderr)
         (path / META).write_text(json.dumps(meta, indent=2) + "\n")
 
+    def recognise(self, path: Path) -> bool:
+        return (path / FORWARD).is_file() and (path / META).is_file()
+
     def load(self, path: Path, device: torch.device) -> OnnxRunner:
         return OnnxRunner(path)
 
 
-class OnnxRunner:
-    """Runs the artefact with onnxruntime (CPU); decodes with the decode-step graph when there is one."""
+class OnnxRunner(Runner):
+    """Runs the artefact with onnxruntime (CPU); decodes with the decode-step graph when there
+    is one, else by re-running the forward graph (the ``Runner`` default)."""
 
     def __init__(self, path: Path):
         import onnxruntime as ort
@@ -127,11 +131,11 @@ class OnnxRunner:
             self.decode = ort.InferenceSession(str(path / DECODE), options, providers=providers)
 
     def logits(self, idx: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.forward.run(None, {"idx": idx.numpy().astype(np.int64)})[0])
+        return torch.from_numpy(self.forward.run(None, {"idx": idx.cpu().numpy().astype(np.int64)})[0])
 
     def start(self, idx: torch.Tensor):
         if self.decode is None:
-            return self.logits(idx)[:, -1], idx
+            return super().start(idx)
         batch = idx.shape[0]
         state = ([np.zeros((batch, *s["shape"]), dtype=s["dtype"]) for s in self.meta["states"]], 0)
         for t in range(idx.shape[1]):  # the prompt goes through the decode graph byte by byte
@@ -140,9 +144,9 @@ class OnnxRunner:
 
     def step(self, token: torch.Tensor, state):
         if self.decode is None:
-            return self.start(torch.cat([state, token.view(-1, 1)], dim=1))
+            return super().step(token, state)
         states, pos = state
-        feed = {"token": token.view(-1, 1).numpy().astype(np.int64), "pos": np.array(pos, dtype=np.int64)}
+        feed = {"token": token.view(-1, 1).cpu().numpy().astype(np.int64), "pos": np.array(pos, dtype=np.int64)}
         feed.update({f"state_{i}": s for i, s in enumerate(states)})
         logits, *states = self.decode.run(None, feed)
         return torch.from_numpy(logits), (states, pos + 1)

@@ -1,0 +1,80 @@
+"""The built-in ``Runner``s, and the adapter through which ``evaluate_bpb`` scores any of them.
+
+- ``ModelRunner``: a ``ByteLM`` (from a checkpoint, or an artefact that loads into one) that
+  decodes with its blocks' own states;
+- ``SequenceRunner``: any full-sequence forward (a traced or exported program) that decodes
+  by re-running the window, as a deployed program without state would;
+- ``RunnerModule``: a runner in the shape of the model's training-time forward.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from charlm.interfaces import Runner
+
+
+class ModelRunner(Runner):
+    """A ``ByteLM`` in eval mode; ``start`` allocates states for the trained context."""
+
+    def __init__(self, model: nn.Module, job=None):
+        self.model = model.eval()
+        self.job = job
+        self.max_len = model.max_len
+        weight = next(iter(model.state_dict().values()))
+        self.device, self.dtype = weight.device, weight.dtype
+        self.decode = model  # or its torch.compile'd copy: see compile()
+
+    @property
+    def max_context(self) -> int | None:
+        return self.model.max_context
+
+    @torch.inference_mode()
+    def logits(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.model(idx.to(self.device))[0]
+
+    @torch.inference_mode()
+    def start(self, idx: torch.Tensor):
+        states = self.model.init_states(idx.shape[0], self.max_len, self.device, self.dtype)
+        logits, states = self.model(idx.to(self.device), 0, states)
+        return logits[:, -1], (states, idx.shape[1])
+
+    @torch.inference_mode()
+    def step(self, token: torch.Tensor, state):
+        states, pos = state
+        logits, states = self.decode(token.view(-1, 1).to(self.device), pos, states)
+        return logits[:, -1], (states, pos + 1)
+
+    def compile(self) -> None:
+        # only the one-byte step: prefills vary in length and run once per window
+        if self.decode is self.model:
+            self.decode = torch.compile(self.model, dynamic=True)
+
+
+class SequenceRunner(Runner):
+    """A full-sequence forward ``idx [B, T] -> logits [B, T, 256]``; decoding (the base class's
+    ``start``/``step``) re-runs the whole window at every byte."""
+
+    def __init__(self, forward, max_len: int, device: torch.device = torch.device("cpu")):
+        self.forward = forward
+        self.max_len = max_len
+        self.device = device
+
+    @torch.inference_mode()
+    def logits(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.forward(idx.to(self.device))
+
+
+class RunnerModule(nn.Module):
+    """``forward(idx, pos, states) -> (logits, None)`` over a runner: what ``evaluate_bpb`` calls.
+
+    It scores only full windows from position 0, so every runner's ``logits`` serves.
+    """
+
+    def __init__(self, runner: Runner):
+        super().__init__()
+        self.runner = runner
+
+    def forward(self, idx: torch.Tensor, pos: int = 0, states=None):
+        return self.runner.logits(idx).to(idx.device), None
