@@ -290,7 +290,7 @@ def make_exporter(fmt: str, options: dict | None = None, registry=None):
     from charlm.registry import get_registry
 
     registry = registry or get_registry()
-    spec = resolve_component({"kind": fmt, **(options or {})}, "exporter", "export", registry)
+    spec = resolve_component({"kind": fmt, **(options or {})}, "exporter", "export")
     return registry.create("exporter", spec)
 
 

@@ -81,7 +81,7 @@ def build_sampler(
                 chain.append({"kind": "min_p", "p": float(min_p)})
     steps = []
     for i, item in enumerate(chain):
-        spec = resolve_component(item, "sampler", f"sampler[{i}]", registry)
+        spec = resolve_component(item, "sampler", f"sampler[{i}]")
         steps.append(registry.create("sampler", spec))
     return SamplerChain(steps)
 

@@ -42,7 +42,7 @@ SMALL_MODEL = {"d_model": 32, "n_layer": 2, "n_head": 4, "n_kv_head": 2}
 def small_model_config(overrides: dict | None = None, registry=None) -> ModelConfig:
     """A resolved ``ModelConfig``: ``SMALL_MODEL`` updated with ``overrides`` (config keys)."""
     raw = {**SMALL_MODEL, **(overrides or {})}
-    return structure_attrs(raw, ModelConfig, "model", registry)
+    return structure_attrs(raw, ModelConfig, "model")
 
 
 def check_block(
@@ -61,7 +61,7 @@ def check_block(
     (``SMALL_MODEL``). Returns the model that passed.
     """
     cfg = small_model_config({**(model_cfg or {}), "layers": None}, registry)
-    cfg = attrs.evolve(cfg, block=resolve_component(block, "block", "block", registry))
+    cfg = attrs.evolve(cfg, block=resolve_component(block, "block", "block"))
     return check_model(cfg, max_len, registry=registry, batch=batch, atol=atol, seed=seed)
 
 
