@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import attrs
+import tomli_w
 
 from charlm.errors import ConfigError
-from charlm.tomlwrite import dumps_toml
 from charlm.structure import ComponentSpec, of_kind, structure, unstructure
 from charlm.validators import non_negative, positive
 
@@ -345,4 +345,4 @@ def to_dict(job: JobConfig) -> dict:
 
 
 def config_to_toml(job: JobConfig) -> str:
-    return dumps_toml(to_dict(job))
+    return tomli_w.dumps(to_dict(job))
