@@ -207,3 +207,18 @@ def test_toml_round_trip_of_every_latin1_character_and_more(tmp_path):
     path = tmp_path / "shown.toml"
     path.write_text(shown, encoding="utf-8")
     assert load_config(path, world_size=1).out_dir == text
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"optimizer__lr": "nan"}, "optimizer.lr: expected a finite number, got nan"),
+        ({"grad_clip": "inf"}, "grad_clip: expected a finite number, got inf"),
+        ({"optimizer__betas": "[0.9, -inf]"}, "optimizer.betas[1]: expected a finite number, got -inf"),
+        ({"seed": 2**64}, "seed: 18446744073709551616 does not fit in 64 bits"),
+        ({"model__layers": '["transformer", 3]'}, 'model.layers[1]: expected the name of a block or a table with "kind", got 3'),
+        ({"model__n_kv_head": "true"}, "model.n_kv_head: expected an integer, got True"),
+    ],
+)
+def test_non_finite_and_out_of_range_numbers_name_the_key(changes, expected):
+    assert error_of(job(**changes)) == expected
