@@ -1,27 +1,28 @@
-"""The job config: attrs classes, TOML/YAML loading, dotted overrides, strict validation.
+"""The job config: the schema (attrs classes), TOML/YAML loading, dotted overrides, and the
+rules that span several keys.
 
 A component (block, attention, optimizer, ...) is a table with a ``kind`` and that
 plugin's own options, structured into the attrs class the plugin registered; a bare
-string is the same as a table holding only ``kind``. Every error names its dotted key.
+string is the same as a table holding only ``kind``. Structuring is ``charlm.structure``
+(a strict cattrs converter). Every error names its dotted key.
+
+This module does not import torch, so that ``charlm config validate`` stays fast.
 """
 
 from __future__ import annotations
 
-import difflib
+import inspect
 import os
 import re
 import sys
-import types
-import typing
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import attrs
-import cattrs
+import tomli_w
 
-from charlm.errors import ConfigError, PluginError
-from charlm.ngram import MAX_BUCKETS
-from charlm.tomlwrite import dumps_toml
+from charlm.errors import ConfigError
+from charlm.structure import ComponentSpec, of_kind, structure, unstructure
 from charlm.validators import non_negative, positive
 
 if sys.version_info >= (3, 11):
@@ -29,17 +30,26 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+MAX_NGRAM_BUCKETS = 1 << 24  # rows of one n-gram table: keeps charlm/ngram.py's int64 hash exact
 
-@attrs.define
-class ComponentSpec:
-    """A component by name, with its plugin's structured options (``None`` before resolution)."""
+# What each kind's factory is called with besides its options (the table in charlm/interfaces.py).
+FACTORY_CONTEXT: dict[str, tuple[str, ...]] = {
+    "block": ("model", "layer_index", "positional", "max_len"),
+    "attention": ("model", "layer_index", "positional", "max_len"),
+    "positional": ("model", "max_len"),
+    "mlp": ("model",),
+    "norm": ("dim",),
+    "sampler": (),
+    "scheduler": (),
+    "optimizer": ("model",),
+    "exporter": (),
+    "data_source": (),
+}
 
-    kind: str
-    options: Any = None
 
-
-def component(kind: str, default: str):
-    return attrs.field(factory=lambda: ComponentSpec(default), metadata={"component": kind})
+def component(default: str):
+    """A component field whose default is the component named ``default``, with default options."""
+    return attrs.field(factory=lambda: ComponentSpec(default))
 
 
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")
@@ -64,8 +74,8 @@ def _duration(instance, attribute, value):
 
 def _ngram_buckets(instance, attribute, value):
     for rows in value:
-        if not 1 <= rows <= MAX_BUCKETS:
-            raise ValueError(f"each table needs 1 to {MAX_BUCKETS} rows, got {rows}")
+        if not 1 <= rows <= MAX_NGRAM_BUCKETS:
+            raise ValueError(f"each table needs 1 to {MAX_NGRAM_BUCKETS} rows, got {rows}")
 
 
 @attrs.define
@@ -74,12 +84,12 @@ class ModelConfig:
     n_layer: int = attrs.field(default=4, validator=positive)
     n_head: int = attrs.field(default=4, validator=positive)
     n_kv_head: int | None = attrs.field(default=None, validator=positive)  # None: n_head (MHA)
-    block: ComponentSpec = component("block", "transformer")
-    layers: list[ComponentSpec] | None = attrs.field(default=None, metadata={"component": "block"})
-    attention: ComponentSpec = component("attention", "gqa")
-    positional: ComponentSpec = component("positional", "rope")
-    mlp: ComponentSpec = component("mlp", "swiglu")
-    norm: ComponentSpec = component("norm", "rmsnorm")
+    block: Annotated[ComponentSpec, "block"] = component("transformer")
+    layers: list[Annotated[ComponentSpec, "block"]] | None = None
+    attention: Annotated[ComponentSpec, "attention"] = component("gqa")
+    positional: Annotated[ComponentSpec, "positional"] = component("rope")
+    mlp: Annotated[ComponentSpec, "mlp"] = component("swiglu")
+    norm: Annotated[ComponentSpec, "norm"] = component("rmsnorm")
     tie_embeddings: bool = True
     logit_softcap: float = attrs.field(default=0.0, validator=non_negative)  # 0: off
     init_std: float = attrs.field(default=0.02, validator=positive)
@@ -139,8 +149,8 @@ class JobConfig:
     on_nonfinite: Literal["stop", "skip"] = "stop"
     model: ModelConfig = attrs.Factory(ModelConfig)
     data: DataConfig = attrs.Factory(DataConfig)
-    optimizer: ComponentSpec = component("optimizer", "adamw")
-    scheduler: ComponentSpec = component("scheduler", "cosine")
+    optimizer: Annotated[ComponentSpec, "optimizer"] = component("adamw")
+    scheduler: Annotated[ComponentSpec, "scheduler"] = component("cosine")
     checkpoint: CheckpointConfig = attrs.Factory(CheckpointConfig)
     logging: LoggingConfig = attrs.Factory(LoggingConfig)
 
@@ -151,158 +161,6 @@ class JobConfig:
     def grad_accum_steps(self, world_size: int = 1) -> int:
         per_step = self.micro_batch_size * self.seq_len * world_size
         return 1 if self.batch_size_tokens is None else self.batch_size_tokens // per_step
-
-
-# ---------------------------------------------------------------- structuring
-
-_leaf_converter = cattrs.Converter()
-
-
-def _type_name(tp) -> str:
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
-
-
-def structure(value: Any, tp: Any, path: str, registry=None, component_kind: str | None = None) -> Any:
-    """Structure plain data into ``tp`` strictly: no coercion ("false" is no bool, 2.9 no int)."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is ComponentSpec:
-        return resolve_component(value, component_kind, path, registry)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return structure(value, arg, path, registry, component_kind)
-            except ConfigError as exc:
-                errors.append(exc)
-        if len(errors) == 1:
-            raise errors[0]
-        raise ConfigError(f"{path}: {value!r} is not valid here (expected {_describe(tp)})")
-    if origin is Literal:
-        if value not in args or type(value) not in {type(a) for a in args}:
-            raise ConfigError(f"{path}: expected one of {', '.join(map(repr, args))}, got {value!r}")
-        return value
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(f"{path}: expected {len(args)} items, got {len(value)}")
-            items = [structure(v, a, f"{path}[{i}]", registry, component_kind) for i, (v, a) in enumerate(zip(value, args))]
-        else:
-            item_tp = args[0] if args else Any
-            items = [structure(v, item_tp, f"{path}[{i}]", registry, component_kind) for i, v in enumerate(value)]
-        return items if origin is list else tuple(items)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a table, got {value!r}")
-        val_tp = args[1] if args else Any
-        return {k: structure(v, val_tp, f"{path}.{k}", registry) for k, v in value.items()}
-    if attrs.has(tp):
-        return structure_attrs(value, tp, path, registry)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
-        return value
-    try:
-        return _leaf_converter.structure(value, tp)
-    except Exception as exc:
-        raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r} ({exc})") from None
-
-
-def _describe(tp) -> str:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args if a is not type(None))
-    if origin is Literal:
-        return " or ".join(map(repr, args))
-    return _type_name(tp) if tp in (int, float, bool, str) else getattr(tp, "__name__", str(tp))
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def structure_attrs(value: Any, cls: type, path: str, registry=None) -> Any:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{path or 'config'}: expected a table, got {value!r}")
-    fields = {f.name: f for f in attrs.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    for key in value:
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f' (did you mean "{close[0]}"?)' if close else f" (known: {', '.join(fields)})"
-            raise ConfigError(f"{_join(path, str(key))}: unknown key{hint}")
-    kwargs = {}
-    for name, field in fields.items():
-        fpath = _join(path, name)
-        kind = field.metadata.get("component")
-        default = field.default.factory() if isinstance(field.default, attrs.Factory) else field.default
-        if name in value:
-            raw = value[name]
-            if isinstance(default, ComponentSpec) and isinstance(raw, dict) and "kind" not in raw:
-                raw = {"kind": default.kind, **raw}  # options for the default component
-            item = structure(raw, hints[name], fpath, registry, kind)
-        elif default is attrs.NOTHING:
-            raise ConfigError(f"{fpath}: missing (required)")
-        elif kind is not None:  # a default component still gets its plugin's default options
-            item = None if default is None else structure(_unstructure(default), hints[name], fpath, registry, kind)
-        else:
-            continue
-        if field.validator is not None:
-            try:
-                field.validator(None, field, item)
-            except (ValueError, TypeError) as exc:
-                raise ConfigError(f"{fpath}: {exc}") from None
-        kwargs[name] = item
-    try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{path or 'config'}: {exc}") from None
-
-
-def resolve_component(value: Any, kind: str | None, path: str, registry=None) -> ComponentSpec:
-    """A string or a table with ``kind`` -> ComponentSpec with the plugin's structured options."""
-    if kind is None:
-        raise TypeError(f"{path}: ComponentSpec field without a component kind")
-    if isinstance(value, ComponentSpec):
-        value = _unstructure(value)
-    if isinstance(value, str):
-        value = {"kind": value}
-    if not isinstance(value, dict) or "kind" not in value:
-        raise ConfigError(f'{path}: expected the name of a {kind} or a table with "kind", got {value!r}')
-    if not isinstance(value["kind"], str):
-        raise ConfigError(f"{path}.kind: expected a string, got {value['kind']!r}")
-    if registry is None:
-        from charlm.registry import get_registry
-
-        registry = get_registry()
-    try:
-        comp = registry.get(kind, value["kind"])
-    except PluginError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    options = {k: v for k, v in value.items() if k != "kind"}
-    if comp.config is None:
-        if options:
-            raise ConfigError(f"{path}: {kind} {comp.name!r} takes no options, got {', '.join(options)}")
-        return ComponentSpec(comp.name, None)
-    return ComponentSpec(comp.name, structure_attrs(options, comp.config, path, registry))
 
 
 # ---------------------------------------------------------------- validation
@@ -335,7 +193,7 @@ def resolve_device(name: str):
 
 
 def validate_job(job: JobConfig, world_size: int | None = None) -> JobConfig:
-    """Rules that span several keys; each error names the key to fix."""
+    """Rules that span several keys, then every component's own: each error names the key to fix."""
     world_size = world_size_from_env() if world_size is None else world_size
     m = job.model
     if m.d_model % m.n_head:
@@ -352,27 +210,50 @@ def validate_job(job: JobConfig, world_size: int | None = None) -> JobConfig:
         )
     if job.max_steps is None and job.max_time is None:
         raise ConfigError("max_steps: set max_steps or max_time (or both) so the run ends")
-    device = resolve_device(job.device)
-    if job.precision == "fp16" and device.type != "cuda":
+    if job.device != "auto":  # a named device must exist ("auto" always finds one); imports torch
+        resolve_device(job.device)
+    if job.precision == "fp16" and (device := resolve_device(job.device)).type != "cuda":
         raise ConfigError(f"precision: fp16 needs a CUDA device (device is {device.type}); use bf16 or fp32")
-    for path, _, spec in component_specs(job):
-        check = getattr(spec.options, "check", None)
-        if check is not None:
-            try:
-                check(job)
-            except ValueError as exc:
-                raise ConfigError(f"{path}: {exc}") from None
+    for _, kind, spec in component_specs(job):
+        check_factory(kind, spec)
+        check_options(spec, job)
     return job
 
 
+def check_options(spec: ComponentSpec, job: JobConfig) -> None:
+    """The options' ``check(job)`` (cross-key rules, part of every kind's contract)."""
+    check = getattr(spec.options, "check", None)
+    if check is not None:
+        try:
+            check(job)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{spec.path}: {exc}") from None
+
+
+def check_factory(kind: str, spec: ComponentSpec) -> None:
+    """The factory can be called as the core will call it (nothing is built)."""
+    from charlm.registry import get_registry
+
+    factory = get_registry().get(kind, spec.kind).factory
+    context = FACTORY_CONTEXT[kind]
+    try:
+        inspect.signature(factory).bind(spec.options, **dict.fromkeys(context))
+    except TypeError as exc:
+        call = ", ".join(["options", *(f"{name}=..." for name in context)])
+        name = getattr(factory, "__qualname__", repr(factory))
+        raise ConfigError(f"{spec.path}: factory {name} cannot be called with ({call}): {exc}") from None
+    except ValueError:  # no signature to inspect (some builtins): the call will tell
+        pass
+
+
 def component_specs(job: JobConfig):
-    """``(dotted path, kind, spec)`` of every component the job uses."""
+    """``(dotted path, kind, spec)`` of every component of the job."""
     m = job.model
     yield "model.block", "block", m.block
     for i, spec in enumerate(m.layers or []):
         yield f"model.layers[{i}]", "block", spec
-    for name in ("attention", "positional", "mlp", "norm"):
-        yield f"model.{name}", name, getattr(m, name)
+    for kind in ("attention", "positional", "mlp", "norm"):
+        yield f"model.{kind}", kind, getattr(m, kind)
     yield "optimizer", "optimizer", job.optimizer
     yield "scheduler", "scheduler", job.scheduler
 
@@ -437,41 +318,31 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def config_from_dict(raw: dict, registry=None, world_size: int | None = None, validate: bool = True) -> JobConfig:
-    job = structure_attrs(raw, JobConfig, "", registry)
+def resolve_component(value: Any, kind: str, path: str) -> ComponentSpec:
+    """A component's name or table (``{"kind": ..., **options}``) -> its ``ComponentSpec``."""
+    return structure(value, of_kind(kind), path)
+
+
+structure_attrs = structure  # plain data -> an attrs class, e.g. (raw, ModelConfig, "model")
+
+
+def config_from_dict(raw: dict, world_size: int | None = None, validate: bool = True) -> JobConfig:
+    job = structure(raw, JobConfig)
     return validate_job(job, world_size) if validate else job
 
 
-def load_config(path: str | Path, overrides: list[str] = (), registry=None, world_size: int | None = None) -> JobConfig:
+def load_config(path: str | Path, overrides: list[str] = (), world_size: int | None = None) -> JobConfig:
     raw = apply_overrides(read_config_file(path), list(overrides))
-    return config_from_dict(raw, registry, world_size)
+    return config_from_dict(raw, world_size)
 
 
 # ---------------------------------------------------------------- writing
 
 
-def _unstructure(obj: Any) -> Any:
-    if isinstance(obj, ComponentSpec):
-        options = _unstructure(obj.options) if obj.options is not None else {}
-        return {"kind": obj.kind, **options}
-    if attrs.has(type(obj)):
-        out = {}
-        for f in attrs.fields(type(obj)):
-            value = getattr(obj, f.name)
-            if value is not None:
-                out[f.name] = _unstructure(value)
-        return out
-    if isinstance(obj, (list, tuple)):
-        return [_unstructure(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: _unstructure(v) for k, v in obj.items() if v is not None}
-    return obj
-
-
 def to_dict(job: JobConfig) -> dict:
     """Plain data (no None), loadable back by ``config_from_dict``; what checkpoints store."""
-    return _unstructure(job)
+    return unstructure(job)
 
 
 def config_to_toml(job: JobConfig) -> str:
-    return dumps_toml(to_dict(job))
+    return tomli_w.dumps(to_dict(job))

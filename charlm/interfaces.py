@@ -20,6 +20,27 @@ the attrs class given to ``register(..., config=...)`` (``None`` when there is n
 ``model`` is the job's ``ModelConfig`` (for an optimizer: the ``nn.Module`` to train, whose
 ``no_weight_decay()`` names the parameters never to decay); ``max_len`` is the context the model is trained at
 (the job's ``seq_len``); ``positional`` is the model's one shared positional encoding.
+``charlm config validate`` (and ``charlm run``, before it builds anything) checks that each
+of the job's factories can be called with exactly this context: a factory whose signature
+does not bind is ``config error: <key>: factory <name> cannot be called with (...)``.
+
+The options contract, the same for every kind:
+
+- Options are read from the component's table (``[model.positional]``) strictly into
+  the attrs class: unknown keys, wrong types and non-finite numbers are config errors
+  naming the dotted key. An attrs validator raises ``ValueError`` with a
+  message that leaves out the key (``must be > 0, got 0``); the loader prefixes it.
+- ``check(self, job)``, optional: rules that span keys (``job`` is the ``JobConfig``).
+  It runs for every component of the job, at ``charlm config validate`` as at
+  ``charlm run``; a ``ValueError`` or ``TypeError`` it raises becomes
+  ``config error: <dotted key>: <message>`` (exit 2); ``charlm.config.check_options(spec,
+  job)`` runs it for a component used outside the job file. Put such rules here, not in the
+  factory, so that ``config validate`` finds them without building the model.
+- A factory that still refuses its options with ``ValueError``/``TypeError`` when it is
+  called gets the same treatment (``Registry.create`` names the component's key).
+
+An optimizer's parameter groups must each carry ``base_lr``: the training loop sets
+``lr = base_lr * schedule(step, progress)`` on every step (``charlm/builtin/optimizers.py``).
 """
 
 from __future__ import annotations

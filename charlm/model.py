@@ -48,8 +48,7 @@ class ByteLM(nn.Module):
     the model is trained at.
     """
 
-    def __init__(self, cfg, max_len: int, registry=None):
-        # `registry` is ignored: a transitional keyword while charlm.testing still passes it
+    def __init__(self, cfg, max_len: int):
         super().__init__()
         registry = get_registry()
         self.cfg = cfg

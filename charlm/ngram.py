@@ -18,7 +18,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-MAX_BUCKETS = 1 << 24  # keeps the hash's int64 arithmetic exact
 PRIME = (1 << 31) - 1  # the polynomial hash is taken modulo this prime
 BASE = 257
 GOLDEN = 2654435761  # Knuth's multiplicative constant, ~2^32 / phi

@@ -249,8 +249,13 @@ class Registry:
 
     def create(self, kind: str, spec, **context):
         """Build a component from a ``ComponentSpec``; ``context`` is what that kind's factories take."""
+        from charlm.errors import ConfigError
+
         comp = self.get(kind, spec.kind)
-        return comp.factory(spec.options, **context)
+        try:
+            return comp.factory(spec.options, **context)
+        except (ValueError, TypeError) as exc:  # options the factory refuses: the key to fix
+            raise ConfigError(f"{spec.path or kind}: {exc}") from None
 
 
 def _lazy_factory(path: str, what: str) -> LazyFactory:

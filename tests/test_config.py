@@ -1,6 +1,7 @@
 """Job config: strict structuring, every validation rule, overrides, TOML/YAML, show round-trip."""
 
 import copy
+import tomllib
 import subprocess
 import sys
 from pathlib import Path
@@ -189,3 +190,35 @@ def test_config_show_cli_applies_shortcuts(capsys):
     assert main(["config", "show", "charlm/recipes/micro.toml", "--max-steps", "7", "--device", "cpu", "--no-val", "model.n_layer=2"]) == 0
     out = capsys.readouterr().out
     assert "max_steps = 7" in out and 'device = "cpu"' in out and "n_layer = 2" in out and "eval_every = 0" in out
+
+
+def test_importing_the_config_does_not_import_torch():
+    code = "import charlm.config, sys; assert 'torch' not in sys.modules, 'torch imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_toml_round_trip_of_every_latin1_character_and_more(tmp_path):
+    text = "".join(map(chr, range(0x100))) + "é€ž😀\u2028\ufeff"
+    cfg = config_from_dict(job(), world_size=1)
+    cfg.out_dir = text
+    shown = config_to_toml(cfg)
+    assert tomllib.loads(shown)["out_dir"] == text
+    path = tmp_path / "shown.toml"
+    path.write_text(shown, encoding="utf-8")
+    assert load_config(path, world_size=1).out_dir == text
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"optimizer__lr": "nan"}, "optimizer.lr: expected a finite number, got nan"),
+        ({"grad_clip": "inf"}, "grad_clip: expected a finite number, got inf"),
+        ({"optimizer__betas": "[0.9, -inf]"}, "optimizer.betas[1]: expected a finite number, got -inf"),
+        ({"seed": 2**64}, "seed: 18446744073709551616 does not fit in 64 bits"),
+        ({"model__layers": '["transformer", 3]'}, 'model.layers[1]: expected the name of a block or a table with "kind", got 3'),
+        ({"model__n_kv_head": "true"}, "model.n_kv_head: expected an integer, got True"),
+    ],
+)
+def test_non_finite_and_out_of_range_numbers_name_the_key(changes, expected):
+    assert error_of(job(**changes)) == expected

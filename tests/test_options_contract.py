@@ -1,0 +1,150 @@
+"""The options contract of every kind, through a real plugin distribution: ``check(job)``,
+a factory that refuses its options, a factory with the wrong signature, all one line and
+exit 2, at ``charlm config validate`` as at ``charlm run``."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomli_w
+from test_registry import make_distribution
+
+from charlm.prepare import prepare
+
+PLUGIN = """
+    import attrs
+    import charlm
+    from torch import nn
+
+
+    @attrs.define
+    class StrictNormConfig:
+        eps: float = 1e-6
+        min_width: int = 0
+
+        def check(self, job):
+            if job.model.d_model < self.min_width:
+                raise TypeError(f"min_width: needs d_model >= {self.min_width}, got {job.model.d_model}")
+
+
+    @attrs.define
+    class SlowWarmupConfig:
+        warmup_steps: int = 0
+        refuse_in_factory: bool = False
+
+        def check(self, job):
+            if job.max_steps is not None and self.warmup_steps > job.max_steps:
+                raise ValueError(f"warmup_steps: {self.warmup_steps} > max_steps = {job.max_steps}")
+
+
+    def strict_norm(options, dim):
+        return nn.RMSNorm(dim, eps=options.eps)
+
+
+    def slow_warmup(options):
+        if options.refuse_in_factory:
+            raise ValueError("refuse_in_factory: this factory refuses its options")
+        return lambda step, progress: min(1.0, (step + 1) / (options.warmup_steps + 1))
+
+
+    def norm_with_a_wrong_signature(options, width):
+        return nn.RMSNorm(width)
+
+
+    @charlm.hookimpl
+    def register_norms(register):
+        register("strict_norm", strict_norm, config=StrictNormConfig)
+        register("wrong_signature", norm_with_a_wrong_signature)
+
+
+    @charlm.hookimpl
+    def register_schedulers(register):
+        register("slow_warmup", slow_warmup, config=SlowWarmupConfig)
+"""
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    site = tmp_path_factory.mktemp("site")
+    make_distribution(site, "charlm-contract", "contract", "charlm_contract_plugin", PLUGIN)
+    return site
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    src = tmp_path_factory.mktemp("texts")
+    for d in range(4):
+        (src / f"doc{d}.txt").write_text("to be or not to be, that is the question. " * 40)
+    out = tmp_path_factory.mktemp("data")
+    prepare([src], out, val_fraction=0.25, seed=0)
+    return out
+
+
+def job_file(tmp_path: Path, data: Path, **changes) -> Path:
+    raw = {
+        "out_dir": str(tmp_path / "run"),
+        "max_steps": 2,
+        "seq_len": 16,
+        "micro_batch_size": 2,
+        "device": "cpu",
+        "model": {"d_model": 32, "n_layer": 1, "n_head": 2},
+        "data": {"train": str(data / "train.bin"), "val": str(data / "val.bin")},
+        "logging": {"eval_every": 0, "final_eval": False},
+    }
+    for key, value in changes.items():
+        *tables, last = key.split("__")
+        node = raw
+        for table in tables:
+            node = node.setdefault(table, {})
+        node[last] = value
+    path = tmp_path / "job.toml"
+    path.write_text(tomli_w.dumps(raw))
+    return path
+
+
+def charlm(site: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    return subprocess.run([sys.executable, "-m", "charlm", *args], capture_output=True, text=True, env=env, timeout=180)
+
+
+def one_config_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("config error: "), proc.stderr
+    return lines[0]
+
+
+def test_check_errors_name_the_key_at_validate_and_at_run(site, data, tmp_path):
+    path = job_file(tmp_path, data, scheduler__kind="slow_warmup", scheduler__warmup_steps=5)
+    line = one_config_error(charlm(site, "config", "validate", str(path)))
+    assert line == "config error: scheduler: warmup_steps: 5 > max_steps = 2"
+    # a TypeError from check() is a config error too, and `run` checks as `validate` does
+    path = job_file(tmp_path, data, model__norm__kind="strict_norm", model__norm__min_width=64)
+    line = one_config_error(charlm(site, "run", str(path)))
+    assert line == "config error: model.norm: min_width: needs d_model >= 64, got 32"
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_factory_with_a_wrong_signature_is_a_config_error(site, data, tmp_path, command):
+    args = ["config", "validate"] if command == "validate" else ["run"]
+    path = job_file(tmp_path, data, model__norm="wrong_signature")
+    line = one_config_error(charlm(site, *args, str(path)))
+    assert line.startswith("config error: model.norm: factory norm_with_a_wrong_signature cannot be called with (options, dim=...)")
+    assert not (tmp_path / "run").exists()  # nothing was built or written
+
+
+def test_a_factory_refusing_its_options_names_the_key(site, data, tmp_path):
+    path = job_file(tmp_path, data, scheduler__kind="slow_warmup", scheduler__refuse_in_factory=True)
+    assert charlm(site, "config", "validate", str(path)).returncode == 0  # only building finds it
+    line = one_config_error(charlm(site, "run", str(path)))
+    assert line == "config error: scheduler: refuse_in_factory: this factory refuses its options"
+
+
+def test_a_good_plugin_component_trains(site, data, tmp_path):
+    path = job_file(tmp_path, data, scheduler__kind="slow_warmup", scheduler__warmup_steps=1, model__norm="strict_norm")
+    proc = charlm(site, "run", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
