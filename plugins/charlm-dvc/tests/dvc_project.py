@@ -1,0 +1,47 @@
+"""Real git + DVC repositories for the tests: a local-directory remote, no network."""
+
+import subprocess
+from pathlib import Path
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+class Project:
+    """A git repository with DVC initialised and a default remote ``store`` in a local directory."""
+
+    def __init__(self, root: Path, remote: Path | None):
+        from dvc.repo import Repo
+
+        self.root, self.remote = root, remote
+        root.mkdir()
+        git(root, "init", "-q", "-b", "main")
+        Repo.init(str(root)).close()
+        if remote is not None:
+            with Repo(str(root)) as repo, repo.config.edit() as conf:
+                conf["remote"]["store"] = {"url": str(remote)}
+                conf["core"]["remote"] = "store"
+        git(root, "add", "-A")
+        git(root, "commit", "-q", "-m", "dvc init")
+
+    def commit(self, files: dict[str, bytes], tracked: list[str], message: str, push: bool = True) -> str:
+        """Write ``files``, ``dvc add`` the ``tracked`` paths, push them to the remote, commit; the commit's sha."""
+        from dvc.repo import Repo
+
+        for name, data in files.items():
+            path = self.root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        with Repo(str(self.root)) as repo:
+            repo.add([str(self.root / name) for name in tracked])
+            if push:
+                repo.push()
+        git(self.root, "add", "-A")
+        git(self.root, "commit", "-q", "-m", message)
+        return git(self.root, "rev-parse", "HEAD")
+
+    def clone(self, dest: Path) -> Path:
+        """A fresh clone: the .dvc files, an empty DVC cache."""
+        git(dest.parent, "clone", "-q", str(self.root), str(dest))
+        return dest
