@@ -1,7 +1,21 @@
 """Real git + DVC repositories for the tests: a local-directory remote, no network."""
 
 import subprocess
+import sys
 from pathlib import Path
+
+# Two versions of a small corpus: v2 changes a.txt and adds c.txt; notes.txt stays in git.
+V1 = {"corpus/a.txt": b"first text, version one\n", "corpus/b.txt": b"second text\n", "notes.txt": b"in git only\n"}
+V2 = {"corpus/a.txt": b"first text, version two\n", "corpus/c.txt": b"a third text\n"}
+
+
+def packed(docs: list[bytes]) -> bytes:
+    """train.bin of these documents in this order (separator 0)."""
+    return b"".join(doc + b"\0" for doc in docs)
+
+
+def run_charlm(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "charlm", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
 def git(cwd: Path, *args: str) -> str:

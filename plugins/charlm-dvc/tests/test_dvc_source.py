@@ -4,12 +4,10 @@ entry point with the CLI's default options."""
 
 import hashlib
 import json
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
-from dvc_project import Project, git
+from dvc_project import V1, V2, Project, git, packed, run_charlm
 
 from charlm.errors import CharLMError, UsageError
 from charlm.prepare import prepare
@@ -18,20 +16,11 @@ from charlm_dvc.source import DvcConfig, DvcSource
 
 pytestmark = pytest.mark.filterwarnings("ignore:_NoneStep.value:DeprecationWarning")  # inside DVC 3.67's pygtrie use
 
-V1 = {"corpus/a.txt": b"first text, version one\n", "corpus/b.txt": b"second text\n", "notes.txt": b"in git only\n"}
-V2 = {"corpus/a.txt": b"first text, version two\n", "corpus/c.txt": b"a third text\n"}
-
-
 def pull(out, **options):
     """What ``charlm data pull dvc --out OUT --val-fraction 0`` does, with these options."""
     source = DvcSource(DvcConfig(**options))
     files = source.fetch(out / "raw")
     return prepare(files, out, val_fraction=0, source={"name": "dvc", **source.provenance()})
-
-
-def packed(docs):
-    """train.bin of these documents in this order (separator 0)."""
-    return b"".join(doc + b"\0" for doc in docs)
 
 
 @pytest.fixture
@@ -169,10 +158,6 @@ def test_an_interrupted_copy_leaves_only_complete_files(project, tmp_path, monke
         pull(tmp_path / "data", repo=str(clone), rev=v1)
     written = [p for p in (tmp_path / "data").rglob("*") if p.is_file()]
     assert [(p.name, p.read_bytes()) for p in written] == [("a.txt", V1["corpus/a.txt"])]
-
-
-def run_charlm(cwd, *args):
-    return subprocess.run([sys.executable, "-m", "charlm", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
 def test_cli_pulls_the_current_repository_through_the_entry_point(project, tmp_path):
