@@ -71,6 +71,7 @@ BUILTIN_MODULES: dict[str, str] = {
 KNOWN_PROVIDERS: dict[tuple[str, str], str] = {
     ("block", "ssm"): "charlm-ssm",
     ("exporter", "onnx"): "charlm-onnx",
+    ("data_source", "dvc"): "charlm-dvc",
 }
 
 
