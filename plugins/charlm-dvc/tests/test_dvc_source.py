@@ -173,3 +173,11 @@ def test_cli_outside_a_dvc_repository_is_one_line(tmp_path):
     result = run_charlm(tmp_path, "data", "pull", "dvc", "--out", "data")
     assert result.returncode == 2
     assert result.stderr.strip() == f"usage error: {tmp_path}: not a DVC repository (`dvc init` makes one; or pass repo=PATH_OR_URL)"
+
+
+def test_passes_the_data_source_contract_check(two_versions):
+    from charlm.testing import check_data_source
+
+    clone, v1, _ = two_versions
+    meta = check_data_source("dvc", {"repo": str(clone), "rev": v1})
+    assert meta["source"]["commit"] == v1
