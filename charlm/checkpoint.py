@@ -1,19 +1,22 @@
-"""Checkpoints: atomic save, retention, safe load.
+"""Checkpoints: atomic save, retention, safe load, and the RNG states they carry.
 
 A checkpoint is one ``torch.save`` zip holding a dict of plain data and tensors; it is
 loaded with ``weights_only=True`` (a checkpoint never runs code) after the zip's CRCs are
-checked, so a flipped byte is an error rather than silently wrong weights.
+checked, so a flipped byte is an error rather than silently wrong weights. RNG states are
+stored as tensors and ints for the same reason: no pickled Python objects.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import random
 import re
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from charlm.atomic import temp_beside
@@ -22,6 +25,29 @@ from charlm.errors import CharLMError
 FORMAT = "charlm-checkpoint"
 FORMAT_VERSION = 1
 STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
+
+
+def capture_rng() -> dict:
+    """The torch, numpy, Python (and CUDA) global RNG states, as weights-only-loadable values."""
+    _, numpy_keys, numpy_pos, _, _ = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": torch.from_numpy(numpy_keys.astype(np.int64)),
+        "numpy_pos": numpy_pos,
+        "python": torch.tensor(random.getstate()[1], dtype=torch.int64),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    """Set the global RNGs from ``capture_rng()``'s result (CUDA's only where CUDA is present)."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), int(state["numpy_pos"]), 0, 0.0))
+    random.setstate((3, tuple(int(x) for x in state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def step_path(directory: Path, step: int) -> Path:

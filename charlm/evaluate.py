@@ -64,7 +64,58 @@ def as_tokens(data) -> np.ndarray:
     return np.asarray(data).reshape(-1)
 
 
+def random_windows(tokens: np.ndarray, seq_len: int, n_bytes: int, seed: int, name: str = "the split") -> np.ndarray:
+    """Starts of ``max(1, n_bytes // seq_len)`` seeded random windows of ``seq_len + 1`` bytes."""
+    span = len(tokens) - seq_len - 1
+    if span < 0:
+        raise CharLMError(f"{name}: the validation split is shorter than seq_len + 1 = {seq_len + 1} bytes")
+    return np.random.default_rng(seed).integers(0, span + 1, size=max(1, n_bytes // seq_len))
+
+
 @torch.inference_mode()
+def score_windows(
+    model: torch.nn.Module,
+    tokens: np.ndarray,
+    starts: np.ndarray,
+    length: int,
+    first_scored: np.ndarray | None = None,
+    batch_size: int = 8,
+    device: torch.device | str | None = None,
+    amp_dtype: torch.dtype | None = None,
+    bar=None,
+) -> float:
+    """Summed nats of ``model`` predicting ``tokens[s + 1 : s + length + 1]`` from ``tokens[s : s + length]``.
+
+    One window per start ``s``; window ``i`` counts its targets from offset ``first_scored[i]``
+    on (all of them when ``first_scored`` is None). ``amp_dtype`` runs the forward under
+    autocast; the sum is float64. The model's train/eval mode is restored after.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    starts = np.asarray(starts, dtype=np.int64)
+    first_scored = np.zeros(len(starts), dtype=np.int64) if first_scored is None else np.asarray(first_scored)
+    offsets = np.arange(length + 1)
+    positions = torch.arange(length, device=device)
+    total_nats = torch.zeros((), dtype=torch.float64, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(0, len(starts), batch_size):
+            batch = starts[i : i + batch_size]
+            chunk = torch.from_numpy(tokens[batch[:, None] + offsets].astype(np.int64)).to(device)
+            x, y = chunk[:, :-1], chunk[:, 1:]
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits, _ = model(x, 0, None)
+            nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none")
+            first = torch.from_numpy(first_scored[i : i + batch_size]).to(device)
+            scored = positions[None, :] >= first[:, None]
+            total_nats += (nll.view(len(batch), length) * scored).sum(dtype=torch.float64)
+            if bar is not None:
+                bar.update(len(batch))
+        return total_nats.item()  # one sync, at the end
+    finally:
+        model.train(was_training)
+
+
 def evaluate_bpb(
     model: torch.nn.Module,
     tokens,
@@ -93,36 +144,17 @@ def evaluate_bpb(
     stride = seq_len // 2 if stride is None else stride
     if not 1 <= stride <= seq_len:
         raise UsageError(f"stride must be in [1, seq_len={seq_len}], got {stride}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
 
-    plan = window_plan(n, seq_len, stride)
-    length = min(seq_len, n - 1)
-    offsets = np.arange(length + 1)
-    positions = torch.arange(length, device=device)
-    total_nats = torch.zeros((), dtype=torch.float64, device=device)
-    was_training = model.training
-    model.eval()
+    plan = np.array(window_plan(n, seq_len, stride), dtype=np.int64)
     bar = _progress_bar(len(plan)) if progress else None
     t0 = time.perf_counter()
     try:
-        for i in range(0, len(plan), batch_size):
-            batch = plan[i : i + batch_size]
-            starts = np.array([s for s, _ in batch])
-            chunk = torch.from_numpy(tokens[starts[:, None] + offsets].astype(np.int64)).to(device)
-            x, y = chunk[:, :-1], chunk[:, 1:]
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits, _ = model(x, 0, None)
-            nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none")
-            first = torch.tensor([f for _, f in batch], device=device)
-            scored = positions[None, :] >= first[:, None]
-            total_nats += (nll.view(len(batch), length) * scored).sum(dtype=torch.float64)
-            if bar is not None:
-                bar.update(len(batch))
-        nats = total_nats.item()  # one sync, at the end
+        nats = score_windows(
+            model, tokens, plan[:, 0], min(seq_len, n - 1), plan[:, 1], batch_size, device, amp_dtype, bar
+        )
     finally:
         if bar is not None:
             bar.close()
-        model.train(was_training)
     seconds = time.perf_counter() - t0
     scored_bytes = n - 1
     nats_per_byte = nats / scored_bytes

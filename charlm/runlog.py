@@ -80,9 +80,31 @@ class RunLog:
             self._tb.close()
 
 
+def header_lines(versions: dict[str, str], job, device, world_size: int, n_params: int, accum: int) -> list[str]:
+    """The run's first console lines: versions, then device, precision and size."""
+    return [
+        f"charlm {versions['charlm']} | " + " | ".join(f"{k} {v}" for k, v in versions.items() if k != "charlm"),
+        f"device {device} | precision {job.precision} | compile {job.compile} | world size {world_size} | "
+        f"{n_params / 1e6:.2f}M parameters | grad accumulation {accum}",
+    ]
+
+
 def format_duration(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def eta_seconds(
+    max_steps: int | None, max_time_s: float | None, step: int, elapsed_s: float, since_step: int, since_elapsed_s: float
+) -> float | None:
+    """Seconds left: by the time budget, or by the step rate since (``since_step``, ``since_elapsed_s``)."""
+    eta = max_time_s - elapsed_s if max_time_s is not None else math.inf
+    if max_time_s is not None and max_steps is None:
+        return max(0.0, eta)
+    if max_steps is not None and step > since_step:
+        per_step = (elapsed_s - since_elapsed_s) / (step - since_step)
+        eta = min(eta, (max_steps - step) * per_step)
+    return None if math.isinf(eta) else max(0.0, eta)
 
 
 def progress_line(record: dict, max_steps: int | None, eta_s: float | None) -> str:
