@@ -18,7 +18,7 @@ def add_parser(sub):
 
 
 def run_eval(args) -> int:
-    from charlm.data import open_split
+    from charlm.data import open_split, verify_split
     from charlm.errors import UsageError
     from charlm.evaluate import as_tokens, compressor_bpb, evaluate_bpb
     from charlm.generate import load_model
@@ -27,6 +27,7 @@ def run_eval(args) -> int:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_bytes is not None and args.max_bytes < 2:
         raise UsageError(f"--max-bytes must be >= 2, got {args.max_bytes}")
+    verify_split(args.data, full=True)  # a flipped byte would otherwise skew the figure silently
     lm = load_model(args.checkpoint, args.device)
     seq_len = lm.model.max_len
     if args.stride is not None and not 1 <= args.stride <= seq_len:
