@@ -20,7 +20,7 @@ def add_parser(sub):
 
 
 def run_eval(args) -> int:
-    from charlm.data import open_split
+    from charlm.data import open_split, verify_split
     from charlm.errors import UsageError
     from charlm.evaluate import as_tokens, compressor_bpb, evaluate_bpb
     from charlm.loading import load_runner
@@ -30,6 +30,7 @@ def run_eval(args) -> int:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_bytes is not None and args.max_bytes < 2:
         raise UsageError(f"--max-bytes must be >= 2, got {args.max_bytes}")
+    verify_split(args.data, full=True)  # a flipped byte would otherwise skew the figure silently
     runner = load_runner(args.checkpoint, args.device)
     seq_len = runner.max_len
     if args.stride is not None and not 1 <= args.stride <= seq_len:

@@ -25,7 +25,9 @@ def run(args) -> int:
     job = load_job(args)
     if recipe is not None:
         recipe.check_data(job.data.train, job.data.val)
+    from charlm.runlock import run_lock
     from charlm.train import train  # torch-heavy: imported only when training
 
-    train(job, resume=args.resume)
+    with run_lock(job.out_dir):  # before anything is written: one run per directory
+        train(job, resume=args.resume)
     return 0
