@@ -13,7 +13,7 @@ import pytest
 
 from charlm.prepare import prepare
 from charlm.runlock import RunLocked, run_lock
-from charlm.tomlwrite import dumps_toml
+from tomli_w import dumps as dumps_toml
 
 
 @pytest.fixture(scope="module")

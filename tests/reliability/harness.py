@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from charlm.cli import main
 from charlm.registry import DISABLE_ENV
-from charlm.tomlwrite import dumps_toml
+from tomli_w import dumps as dumps_toml
 
 WORDS = b"the king is dead long live the queen and all her men shall sing of love and war".split()
 CASE_TIMEOUT_S = 30.0
