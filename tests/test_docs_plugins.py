@@ -1,11 +1,11 @@
 """docs/plugins.md runs as written: every code block is a file or a command, in order.
 
-A block titled with a path (```python title="my-plugin/x.py"```) is written there (a second
-block with the same title is appended); a ``bash`` block runs in the same directory, and
-must exit 0, or the code an ``<!-- exit N -->`` comment before it names; a ``text`` block
-after a ``bash`` block lists lines that its output must contain (``...`` skips). ``pip
-install ./DIR`` really installs the distribution, into a target directory on PYTHONPATH,
-so the plugins are visible to the commands of this test only.
+A block titled with a path (```python title="my-plugin/x.py"```) is written there; a second
+block with the same title is appended after two blank lines. A ``bash`` block runs in the
+same directory and must exit 0, or the code that an ``<!-- exit N -->`` comment before it
+names. A ``text`` block after a ``bash`` block lists lines that its output must contain
+(``...`` skips). ``pip install ./DIR`` really installs the distribution, into a target
+directory on PYTHONPATH, so the plugins are visible to this test's commands only.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def test_the_guide_runs(tmp_path):
             path = work / block.title
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "a" if block.title in written else "w") as f:
-                f.write(block.text)
+                f.write("\n\n" + block.text if block.title in written else block.text)  # two blank lines, as PEP 8
             written.add(block.title)
         elif block.lang == "bash":
             script = PIP_INSTALL.sub(install, block.text)
