@@ -289,6 +289,10 @@ def test_the_public_api_resolves_without_importing_torch_until_used():
         "assert 'torch' not in sys.modules, 'a light name imported torch'\n"
         "missing = [n for n in charlm.__all__ if getattr(charlm, n, None) is None]\n"
         "assert not missing, missing\n"
+        # a submodule of the same name would replace the object once imported (charlm.download)
+        "import types; charlm.get_registry()\n"
+        "modules = [n for n in charlm.__all__ if n != 'testing' and isinstance(getattr(charlm, n), types.ModuleType)]\n"
+        "assert not modules, modules\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
