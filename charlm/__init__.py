@@ -42,6 +42,7 @@ _LAZY = {
     # helpers for data sources: a download verified by sha256, reused when already there
     "download": "charlm.downloads",
     "is_verified": "charlm.downloads",
+    "temp_beside": "charlm.atomic",  # write beside the target, os.replace when complete
     # options: attrs validators whose errors name the key
     "positive": "charlm.validators",
     "non_negative": "charlm.validators",
