@@ -19,10 +19,8 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    recipe = lookup(args.job)
-    if recipe is not None:
-        args.job = str(recipe.path)
     job = load_job(args)
+    recipe = lookup(args.job)
     if recipe is not None:
         recipe.check_data(job.data.train, job.data.val)
     from charlm.train import train  # torch-heavy: imported only when training
