@@ -55,14 +55,16 @@ def _definitions(module: str) -> dict[str, Definition]:
 
 def _signature(args: ast.arguments, skip_self: bool = False) -> inspect.Signature:
     P = inspect.Parameter
-    positional = [(a.arg, P.POSITIONAL_ONLY) for a in args.posonlyargs] + [(a.arg, P.POSITIONAL_OR_KEYWORD) for a in args.args]
+    positional = [(a.arg, P.POSITIONAL_ONLY) for a in args.posonlyargs]
+    positional += [(a.arg, P.POSITIONAL_OR_KEYWORD) for a in args.args]
     defaulted = [False] * (len(positional) - len(args.defaults)) + [True] * len(args.defaults)
     # a default's value does not matter for binding: ... stands for it
     params = [P(name, kind, default=... if has else P.empty) for (name, kind), has in zip(positional, defaulted)]
     params = params[1:] if skip_self else params
     if args.vararg:
         params.append(P(args.vararg.arg, P.VAR_POSITIONAL))
-    params += [P(a.arg, P.KEYWORD_ONLY, default=P.empty if d is None else ...) for a, d in zip(args.kwonlyargs, args.kw_defaults)]
+    for arg, default in zip(args.kwonlyargs, args.kw_defaults):
+        params.append(P(arg.arg, P.KEYWORD_ONLY, default=P.empty if default is None else ...))
     if args.kwarg:
         params.append(P(args.kwarg.arg, P.VAR_KEYWORD))
     return inspect.Signature(params)
