@@ -32,7 +32,7 @@ _LAZY = {
     "DataSource": "charlm.interfaces",
     # helpers for blocks
     "init_residual_projection": "charlm.model",
-    "KVCache": "charlm.builtin.attention",
+    "KVCache": "charlm.builtin.gqa",
     # helpers for exporters: ready Runners, the logits-only wrapper, the job as plain data and back
     "ModelRunner": "charlm.runners",
     "SequenceRunner": "charlm.runners",

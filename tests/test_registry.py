@@ -146,7 +146,7 @@ def test_list_plugins_json_shows_ok_failed_and_disabled(site):
     assert plugins["broken"]["status"] == "failed" and "ModuleNotFoundError" in plugins["broken"]["error"]
     assert plugins["off"]["status"] == "disabled" and plugins["off"]["components"] == {}
     assert "warning: plugin 'broken'" in proc.stderr
-    assert plugins["schedulers"]["distribution"] == "charlm"
+    assert plugins["schedulers"]["distribution"] == "charlm-toolkit"
 
 
 def test_list_plugins_text_and_env_disable(site):
@@ -192,7 +192,7 @@ def test_a_hook_that_is_never_called_is_a_warning_naming_plugin_and_hook(site, s
 def test_a_builtin_hook_that_is_never_called_is_an_error(site, monkeypatch):
     (site / "charlm_builtin_typo.py").write_text(textwrap.dedent(MISNAMED))
     monkeypatch.setitem(registry_module.BUILTIN_MODULES, "typo", "charlm_builtin_typo")
-    with pytest.raises(PluginError, match=r"^built-in plugin 'typo' \(charlm .*\): register_sampler is not a charlm hook"):
+    with pytest.raises(PluginError, match=r"^built-in plugin 'typo' \(charlm-toolkit .*\): register_sampler is not a charlm hook"):
         Registry(entry_points=False)
 
 

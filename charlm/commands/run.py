@@ -27,10 +27,8 @@ def add_parser(sub):
 def run(args) -> int:
     if args.restart and args.resume != "auto":
         raise UsageError("--restart goes with --resume auto")
-    recipe = lookup(args.job)
-    if recipe is not None:
-        args.job = str(recipe.path)
     job = load_job(args)
+    recipe = lookup(args.job)
     if recipe is not None:
         recipe.check_data(job.data.train, job.data.val)
     from charlm.runlock import run_lock
