@@ -164,6 +164,17 @@ def verify_split(path: str | Path, full: bool) -> None:
             raise CharLMError(f"{path}: sha256 {digest[:16]}..., but meta.json records {recorded['sha256'][:16]}...: the file is damaged; {fix}")
 
 
+def split_provenance(path: str | Path) -> dict | None:
+    """What ``meta.json`` records of ``name.bin``: its size and sha256, and the corpus's ``source``
+    (a data source's provenance: URL, revision, content hashes); ``None`` without a ``meta.json``."""
+    path = Path(path)
+    recorded = _recorded_split(path)
+    if recorded is None:
+        return None
+    meta = json.loads((path.parent / "meta.json").read_text(encoding="utf-8"))
+    return {**recorded, "source": meta.get("source")}
+
+
 def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
     sha = hashlib.sha256()
     with open(path, "rb") as f:

@@ -104,13 +104,23 @@ class RunLog:
             self._tb.close()
 
 
+DATA_LINE = "data "  # train.log's record of the training data's version (read by `charlm info`)
+
+
 def header_lines(versions: dict[str, str], job, device, world_size: int, n_params: int, accum: int) -> list[str]:
-    """The run's first console lines: versions, then device, precision and size."""
-    return [
+    """The run's first console lines: versions, then device, precision and size, then the
+    training data's version as its ``meta.json`` records it (sha256, where it came from)."""
+    from charlm.data import split_provenance
+
+    lines = [
         f"charlm {versions['charlm']} | " + " | ".join(f"{k} {v}" for k, v in versions.items() if k != "charlm"),
         f"device {device} | precision {job.precision} | compile {job.compile} | world size {world_size} | "
         f"{n_params / 1e6:.2f}M parameters | grad accumulation {accum}",
     ]
+    data = split_provenance(job.data.train)
+    if data is not None:
+        lines.append(f"{DATA_LINE}{job.data.train} sha256 {data['sha256']} | source {json.dumps(data['source'])}")
+    return lines
 
 
 def format_duration(seconds: float) -> str:
