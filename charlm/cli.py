@@ -15,7 +15,7 @@ from charlm import __version__
 from charlm.errors import CharLMError, UsageError
 from charlm.registry import DISABLE_ENV, PluginLoadWarning
 
-COMMANDS = ["run", "eval", "generate", "export", "data", "list_plugins", "config", "plot"]
+COMMANDS = ["run", "eval", "generate", "export", "data", "list_plugins", "config", "plot", "compress"]
 
 
 class ArgumentParser(argparse.ArgumentParser):
