@@ -84,9 +84,9 @@ def adapt_options(values: dict[str, str]) -> AdaptOptions:
     return AdaptOptions(**typed)
 
 
-def check_window(options: AdaptOptions, seq_len: int) -> None:
-    if options.window > seq_len:
-        raise UsageError(f"adapt window must be <= the model's context ({seq_len}), got {options.window}")
+def check_window(window: int, seq_len: int) -> None:
+    if not 1 <= window <= seq_len:
+        raise UsageError(f"adapt window must be in [1, the model's context ({seq_len})], got {window}")
 
 
 def auto_segments(n_bytes: int) -> int:
@@ -189,7 +189,7 @@ def read_costs(
     """Nats of every byte of ``tokens`` (its first too, predicted from ``START_BYTE``) read
     in the order above; ``adapt=False`` reads the same way with fixed weights. The model's
     weights and train/eval mode are restored afterwards."""
-    check_window(options, seq_len)
+    check_window(options.window, seq_len)
     reading = Reading(segment_lengths(len(tokens), segments), options.window, seq_len)
     reading.fill(tokens)
     costs = torch.zeros_like(reading.grid, dtype=torch.float64)

@@ -134,7 +134,7 @@ def _code(lm, length: int, options: dict, code_step, tokens: np.ndarray | None =
     model, seq_len = lm.model, lm.model.max_len
     adapt = AdaptOptions(**options["adapt"]) if options["adapt"] is not None else None
     window = options["window"]
-    check_window(AdaptOptions(window=window), seq_len)
+    check_window(window, seq_len)
     segments = int(options["segments"])
     if not 1 <= segments <= length:
         raise CharLMError(f"compressed file has a corrupt options header (segments={segments})")
