@@ -14,7 +14,7 @@ def add_parser(sub):
         "--adapt", nargs="*", default=[], metavar="KEY=VALUE", help="adaptation options: lr, steps, window, params, optimizer"
     )
     parser.add_argument("--window", type=int, default=64, help="bytes per chunk with --no-adapt (default 64)")
-    parser.add_argument("--segments", type=int, help="rows coded side by side (default: about one per 8 KiB, at most 64)")
+    parser.add_argument("--segments", type=int, help="rows coded side by side (default: about one per 2 KiB, at most 64)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads; recorded, decompression uses the same (default 1)")
     parser.set_defaults(func=run_compress)
 
