@@ -16,6 +16,12 @@ def add_parser(sub):
     parser.add_argument("--device", default="auto", help='"auto" (default), "cpu", "cuda", "cuda:N", "mps"')
     parser.add_argument("--no-baselines", action="store_true", help="skip the zlib/bz2/lzma baselines")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--adapt",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="also score while learning (lr, steps, window, params, optimizer, segments); see charlm.adapt",
+    )
     parser.set_defaults(func=run_eval)
 
 
@@ -47,14 +53,37 @@ def run_eval(args) -> int:
     )
     baselines = {} if args.no_baselines else compressor_bpb(tokens.tobytes())
     stride = args.stride or seq_len // 2
+    adaptive = None if args.adapt is None else adaptive_report(lm.model, tokens, seq_len, args.adapt)
     if args.json:
         report = {"checkpoint": args.checkpoint, "data": args.data, "seq_len": seq_len, "stride": stride}
-        print(json.dumps({**report, **result.to_dict(), "baselines_bpb": baselines}))
+        print(json.dumps({**report, **result.to_dict(), "baselines_bpb": baselines, "adaptive": adaptive}))
         return 0
     print(f"data         {args.data} ({len(tokens):,} bytes; context {seq_len}, stride {stride})")
     print(f"bits/byte    {result.bpb:.4f}")
     print(f"nats/byte    {result.nats_per_byte:.4f}")
     print(f"bytes scored {result.bytes_scored:,} in {result.seconds:.1f} s ({result.bytes_per_s:,.0f} bytes/s)")
+    if adaptive is not None:
+        print(f"adaptive     {adaptive['adaptive_bpb']:.4f} bits/byte (static, read the same way: {adaptive['static_bpb']:.4f})")
     for name, bpb in baselines.items():
         print(f"{name:<12} {bpb:.4f} bits/byte")
     return 0
+
+
+def adaptive_report(model, tokens, seq_len: int, items: list[str]) -> dict:
+    """Bits/byte with and without learning while reading, in ``charlm.adapt``'s order."""
+    import math
+
+    from charlm.adapt import adapt_options, auto_segments, parse_key_values, read_costs
+    from charlm.errors import UsageError
+
+    values = parse_key_values(items)
+    count = values.pop("segments", None)
+    if count is not None and not count.isdigit() or count == "0":
+        raise UsageError(f"adapt option segments must be an integer >= 1, got {count!r}")
+    count = int(count) if count else auto_segments(len(tokens))
+    options = adapt_options(values)
+    bpb = {
+        name: float(read_costs(model, tokens, seq_len, options, adapt, count).mean()) / math.log(2)
+        for name, adapt in (("static_bpb", False), ("adaptive_bpb", True))
+    }
+    return {**bpb, "segments": count, **options.to_dict()}
