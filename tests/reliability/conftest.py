@@ -30,3 +30,9 @@ def paths(corpus, checkpoint, tmp_path_factory) -> dict[str, str]:
         "job": str(checkpoint.parents[1] / "config.toml"),
         "run": str(checkpoint.parents[1]),
     }
+
+
+@pytest.fixture(autouse=True)
+def in_scratch_dir(tmp_path, monkeypatch):
+    """Cases run in a scratch directory: a command's default output (plot's curve.png) lands there."""
+    monkeypatch.chdir(tmp_path)
