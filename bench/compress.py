@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import brotli
-import numpy as np
 import pyppmd
 import torch
 import zstandard

@@ -26,6 +26,8 @@ def add_parser(sub):
 
 
 def run_eval(args) -> int:
+    import torch
+
     from charlm.data import open_split, verify_split
     from charlm.errors import UsageError
     from charlm.evaluate import as_tokens, compressor_bpb, evaluate_bpb
@@ -39,6 +41,9 @@ def run_eval(args) -> int:
     verify_split(args.data, full=True)  # a flipped byte would otherwise skew the figure silently
     runner = load_runner(args.checkpoint, args.device)
     seq_len = runner.max_len
+    model = getattr(runner, "model", None)  # adaptation trains: it needs the model, not a runner's forward
+    if args.adapt is not None and not isinstance(model, torch.nn.Module):
+        raise UsageError(f"--adapt needs a checkpoint or run directory (a model to train), not {args.checkpoint}")
     if args.stride is not None and not 1 <= args.stride <= seq_len:
         raise UsageError(f"--stride must be in [1, {seq_len}] (the model's context), got {args.stride}")
     tokens = as_tokens(open_split(args.data).tokens)[: args.max_bytes]
@@ -53,7 +58,7 @@ def run_eval(args) -> int:
     )
     baselines = {} if args.no_baselines else compressor_bpb(tokens.tobytes())
     stride = args.stride or seq_len // 2
-    adaptive = None if args.adapt is None else adaptive_report(lm.model, tokens, seq_len, args.adapt)
+    adaptive = None if args.adapt is None else adaptive_report(model, tokens, seq_len, args.adapt)
     if args.json:
         report = {"checkpoint": args.checkpoint, "data": args.data, "seq_len": seq_len, "stride": stride}
         print(json.dumps({**report, **result.to_dict(), "baselines_bpb": baselines, "adaptive": adaptive}))
