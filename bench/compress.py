@@ -22,11 +22,11 @@ import pyppmd
 import torch
 import zstandard
 
-from charlm import load
 from charlm.adapt import AdaptOptions
 from charlm.compress import compress, decompress, file_sha256
 from charlm.data import open_split
 from charlm.evaluate import as_tokens
+from charlm.loading import load_checkpoint_model
 
 BASELINES = {
     "PPMd order 6, 256 MiB": lambda d: ppmd7(d),
@@ -48,11 +48,11 @@ def read_text(path: str, max_bytes: int | None) -> bytes:
     return data[:max_bytes]
 
 
-def charlm_row(lm, sha: bytes, data: bytes, adapt: AdaptOptions | None, threads: int) -> tuple[float, float, float]:
+def charlm_row(model, sha: bytes, data: bytes, adapt: AdaptOptions | None, threads: int) -> tuple[float, float, float]:
     t0 = time.perf_counter()
-    blob = compress(lm, data, sha, adapt, threads=threads)
+    blob = compress(model, data, sha, adapt, threads=threads)
     t1 = time.perf_counter()
-    assert decompress(lm, blob, sha) == data
+    assert decompress(model, blob, sha) == data
     t2 = time.perf_counter()
     return 8 * len(blob) / len(data), len(data) / (t1 - t0), len(data) / (t2 - t1)
 
@@ -65,12 +65,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="bench/results/compress.md")
     args = parser.parse_args()
-    lm, sha = load(args.checkpoint), file_sha256(args.checkpoint)
+    (model, _), sha = load_checkpoint_model(args.checkpoint), file_sha256(args.checkpoint)
     texts = {path: read_text(path, args.max_bytes) for path in args.texts}
     rows: dict[str, list[str]] = {}
     for path, data in texts.items():
         for name, adapt in (("charlm static", None), ("charlm adaptive", AdaptOptions())):
-            bpb, enc, dec = charlm_row(lm, sha, data, adapt, args.threads)
+            bpb, enc, dec = charlm_row(model, sha, data, adapt, args.threads)
             rows.setdefault(name, []).append(f"{bpb:.3f} ({enc:,.0f} / {dec:,.0f} B/s)")
             print(path, name, f"{bpb:.4f} bits/byte, compress {enc:,.0f} B/s, decompress {dec:,.0f} B/s", flush=True)
         for name, squeeze in BASELINES.items():

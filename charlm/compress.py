@@ -53,7 +53,7 @@ def file_sha256(path: str | Path) -> bytes:
     return digest.digest()
 
 
-def compress(lm, data: bytes, model_sha: bytes, adapt: AdaptOptions | None, window: int = 64,
+def compress(model, data: bytes, model_sha: bytes, adapt: AdaptOptions | None, window: int = 64,
              segments: int | None = None, threads: int = 1) -> bytes:
     """``data`` -> a compressed file's bytes; ``adapt=None`` codes with the static model."""
     import constriction
@@ -79,13 +79,13 @@ def compress(lm, data: bytes, model_sha: bytes, adapt: AdaptOptions | None, wind
         encoder.encode(reading.grid[active, column].numpy().astype(np.int32), family, probs[active])
 
     if data:
-        _code(lm, len(data), options, encode, tokens)
+        _code(model, len(data), options, encode, tokens)
     header = json.dumps(options, sort_keys=True).encode()
     fixed = _FIXED.pack(MAGIC, VERSION, model_sha, len(data), hashlib.sha256(data).digest(), len(header))
     return fixed + header + encoder.get_compressed().astype("<u4").tobytes()
 
 
-def decompress(lm, blob: bytes, model_sha: bytes) -> bytes:
+def decompress(model, blob: bytes, model_sha: bytes) -> bytes:
     """A compressed file's bytes -> the original; raises ``CharLMError`` unless it is exact."""
     import constriction
 
@@ -96,7 +96,7 @@ def decompress(lm, blob: bytes, model_sha: bytes) -> bytes:
     def decode(reading: Reading, probs: np.ndarray, active: np.ndarray, column: int) -> None:
         reading.grid[active, column] = torch.from_numpy(decoder.decode(family, probs[active]).astype(np.int64))
 
-    data = _code(lm, length, options, decode).tobytes() if length else b""
+    data = _code(model, length, options, decode).tobytes() if length else b""
     if hashlib.sha256(data).digest() != sha:
         raise CharLMError(
             "decompressed bytes do not match the original's sha256: the file is corrupt, or was written"
@@ -128,10 +128,10 @@ def read_header(blob: bytes, model_sha: bytes) -> tuple[int, bytes, dict, np.nda
     return length, sha, options, np.frombuffer(body, dtype="<u4").astype(np.uint32)
 
 
-def _code(lm, length: int, options: dict, code_step, tokens: np.ndarray | None = None) -> np.ndarray:
+def _code(model, length: int, options: dict, code_step, tokens: np.ndarray | None = None) -> np.ndarray:
     """The one loop of both sides: ``code_step(reading, probs, active, column)`` codes column
     ``column`` of the rows in ``active`` (the encoder reads it, the decoder writes it)."""
-    model, seq_len = lm.model, lm.model.max_len
+    seq_len = model.max_len
     adapt = AdaptOptions(**options["adapt"]) if options["adapt"] is not None else None
     window = options["window"]
     check_window(window, seq_len)

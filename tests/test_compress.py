@@ -14,7 +14,6 @@ from charlm.cli import main
 from charlm.compress import compress, decompress
 from charlm.config import config_from_dict, to_dict
 from charlm.errors import CharLMError
-from charlm.generate import LanguageModel
 from charlm.model import ByteLM
 
 SEQ_LEN = 32
@@ -29,16 +28,20 @@ def make_job():
 
 
 @pytest.fixture(scope="module")
-def lm():
-    torch.manual_seed(0)
-    job = make_job()
-    return LanguageModel(ByteLM(job.model, job.seq_len).eval(), job, torch.device("cpu"))
+def job():
+    return make_job()
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, lm):
+def lm(job):
+    torch.manual_seed(0)
+    return ByteLM(job.model, job.seq_len).eval()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, lm, job):
     path = tmp_path_factory.mktemp("ck") / "ck.pt"
-    save_checkpoint(path, {"model": lm.model.state_dict(), "config": to_dict(lm.config)})
+    save_checkpoint(path, {"model": lm.state_dict(), "config": to_dict(job)})
     return path
 
 
@@ -114,14 +117,14 @@ def test_cli_round_trip_in_a_subprocess(tmp_path, checkpoint):
     assert restored.read_bytes() == source.read_bytes()
 
 
-def test_cli_failures_are_one_line_and_leave_no_output(tmp_path, checkpoint, lm, capsys):
+def test_cli_failures_are_one_line_and_leave_no_output(tmp_path, checkpoint, job, capsys):
     source = tmp_path / "in.txt"
     source.write_bytes(english(2000))
     packed = tmp_path / "in.cz"
     assert main(["compress", str(source), str(packed), "--checkpoint", str(checkpoint), "--no-adapt", "--window", "16"]) == 0
     other = tmp_path / "other.pt"
     torch.manual_seed(1)
-    save_checkpoint(other, {"model": ByteLM(lm.config.model, SEQ_LEN).state_dict(), "config": to_dict(lm.config)})
+    save_checkpoint(other, {"model": ByteLM(job.model, SEQ_LEN).state_dict(), "config": to_dict(job)})
     corrupt = tmp_path / "corrupt.cz"
     blob = bytearray(packed.read_bytes())
     blob[-5] ^= 0x01

@@ -37,15 +37,15 @@ def _read(path: str) -> bytes:
 
 def _load(checkpoint: str):
     """The model on CPU (the arithmetic both sides must repeat exactly) and the checkpoint's sha256."""
-    from pathlib import Path
-
-    from charlm import load
     from charlm.compress import file_sha256
     from charlm.errors import CharLMError
+    from charlm.loading import checkpoint_path, load_checkpoint_model
 
-    if not Path(checkpoint).is_file():
-        raise CharLMError(f"checkpoint {checkpoint} is not a file")
-    return load(checkpoint, device="cpu"), file_sha256(checkpoint)
+    path = checkpoint_path(checkpoint)  # a run directory means its last.pt
+    if not path.is_file():
+        raise CharLMError(f"{checkpoint}: not a checkpoint or run directory")
+    model, _ = load_checkpoint_model(path, "cpu")
+    return model, file_sha256(path)
 
 
 def run_compress(args) -> int:
@@ -60,9 +60,9 @@ def run_compress(args) -> int:
         raise UsageError("--no-adapt and --adapt options exclude each other")
     adapt = None if args.no_adapt else adapt_options(parse_key_values(args.adapt))
     data = _read(args.input)
-    lm, sha = _load(args.checkpoint)
+    model, sha = _load(args.checkpoint)
     t0 = time.perf_counter()
-    blob = compress(lm, data, sha, adapt, window=args.window, segments=args.segments, threads=args.threads)
+    blob = compress(model, data, sha, adapt, window=args.window, segments=args.segments, threads=args.threads)
     seconds = time.perf_counter() - t0
     write_atomic(Path(args.output), blob)
     rate = 8 * len(blob) / max(len(data), 1)
@@ -78,9 +78,9 @@ def run_decompress(args) -> int:
     from charlm.compress import decompress
 
     blob = _read(args.input)
-    lm, sha = _load(args.checkpoint)
+    model, sha = _load(args.checkpoint)
     t0 = time.perf_counter()
-    data = decompress(lm, blob, sha)
+    data = decompress(model, blob, sha)
     seconds = time.perf_counter() - t0
     write_atomic(Path(args.output), data)
     speed = len(data) / seconds if seconds > 0 else float("inf")
