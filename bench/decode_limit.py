@@ -109,7 +109,7 @@ def main() -> None:
         f"{'shape':<6} {'thr':>3} {'params':>10} {'read/step':>9} {'DRAM':>8} {'limit':>7}"
         f" {'floor':>7} {'step':>7} {'overhd':>7} {'decode':>7} {'vs limit':>8}"
     )
-    units = f"{'':<6} {'':>3} {'':>10} {'MB':>9} {'GB/s':>8} {'B/s':>7} {'ms':>7} {'ms':>7} {'ms':>7} {'B/s':>7} {'':>8}"
+    units = f"{'':<21} {'MB':>9} {'GB/s':>8} {'B/s':>7}" + f" {'ms':>7}" * 3 + f" {'B/s':>7}"
     print(f"torch {torch.__version__}; best of {args.reps} alternating reps; decode: {args.new} bytes, temperature 1\n")
     print(header + "\n" + units + "\n" + "-" * len(header))
     for threads in args.threads:

@@ -90,7 +90,8 @@ class CharLM:
     def __init__(self, python: str, work: Path, text: Path):
         self.python, self.dir = python, work / "charlm"
         self.dir.mkdir()
-        run([python, "-m", "charlm", "data", "prepare", text, "--out", self.dir / "data", "--val-fraction", "0"], self.dir)
+        prepare = [python, "-m", "charlm", "data", "prepare", text, "--out", self.dir / "data", "--val-fraction", "0"]
+        run(prepare, self.dir)
 
     def job(self, shape: dict, steps: int, out: str) -> Path:
         """nanoGPT's model and optimizer, like for like (see the module docstring)."""
@@ -174,7 +175,8 @@ def main() -> None:
     rows = [("train tokens/s (nanoGPT CPU shape)", train_rate)]
     rows += [(f"sample bytes/s, batch 1 ({shape})", rate) for shape, rate in sample_rate.items()]
     for label, rate in rows:
-        print(f"{label:<40} {rate['nanoGPT']:>10,.0f} {rate['CharLM']:>10,.0f} {rate['CharLM'] / rate['nanoGPT']:>6.2f}x")
+        ratio = rate["CharLM"] / rate["nanoGPT"]
+        print(f"{label:<40} {rate['nanoGPT']:>10,.0f} {rate['CharLM']:>10,.0f} {ratio:>6.2f}x")
     print(f"\nsampling: {few} and {many} bytes per run, rate = {many - few} / difference of wall times")
 
 
