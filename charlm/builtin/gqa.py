@@ -57,21 +57,21 @@ class GroupedQueryAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, pos: int, cache: KVCache | None) -> tuple[torch.Tensor, KVCache | None]:
         batch, length, _ = x.shape
-        q, k, v = self.qkv(x).split(
-            [self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim], dim=-1
-        )
-        q = q.view(batch, length, self.n_head, self.head_dim).transpose(1, 2)
-        k = k.view(batch, length, self.n_kv_head, self.head_dim).transpose(1, 2)
-        v = v.view(batch, length, self.n_kv_head, self.head_dim).transpose(1, 2)
-        if self.qk_norm:
-            q, k = F.rms_norm(q, (self.head_dim,)), F.rms_norm(k, (self.head_dim,))
+        qk_heads = self.n_head + self.n_kv_head
+        qkv = self.qkv(x).view(batch, length, qk_heads + self.n_kv_head, self.head_dim)
+        qk, v = qkv[:, :, :qk_heads], qkv[:, :, qk_heads:]
+        if self.qk_norm:  # queries and keys in one call: a decode step is a few small ops per layer
+            qk = F.rms_norm(qk, (self.head_dim,))
+        q, k = qk.split([self.n_head, self.n_kv_head], dim=2)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         q, k = self.rotate(q, k, pos)
 
         past = 0
         if cache is not None:
             past = cache.length
             k, v = cache.append(k, v)
-            k, v = k.to(q.dtype), v.to(q.dtype)  # the cache may be kept in another dtype
+            if k.dtype != q.dtype:  # the cache may be kept in another dtype
+                k, v = k.to(q.dtype), v.to(q.dtype)
         bias = None if self.score_bias is None else self.score_bias(length, past + length, past, x.device)
         if bias is None and past == 0:
             # training, or a prompt into an empty cache; bool(): a traced length stays exportable

@@ -1,0 +1,143 @@
+"""Batch-1 cached decode against its memory limit, for the micro recipe and the 10.7M shape.
+
+A decode step reads every matmul weight once (the blocks' projections and the LM head; the
+byte and n-gram tables only a row each) and the KV cache (counted full: the window's worst
+case). The limit is those bytes / the memory bandwidth, measured as ``sum`` over a 1 GiB
+tensor. The same weights' matrix-vector products run back to back, with nothing else, give
+the step's matmul floor (weights this small may stay in cache, so the floor can beat the
+DRAM limit); the rest of a step (step - floor) is per-step overhead: Python, dispatch,
+norms, attention over the cache, small ops. Decode B/s is the end-to-end figure: sampling
+at temperature 1 from an 8-byte prompt, windows re-encoded when full (``recompute``).
+
+Weights are random (speed does not depend on them). Each figure is the best of ``--reps`` alternating
+repetitions in one process (a repetition's floor and step are means over the same number of
+steps): the best is the least disturbed by other work on a shared machine.
+
+    python bench/decode_limit.py [--threads 1 2] [--reps 5] [--new 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from charlm.config import config_from_dict, load_config
+from charlm.generate import Window, build_sampler, sample_tokens
+from charlm.model import ByteLM
+from charlm.runners import ModelRunner
+
+MICRO = Path(__file__).resolve().parent.parent / "charlm" / "recipes" / "micro.toml"
+SHAPE_10M = {"max_steps": 1, "seq_len": 256, "model": {"d_model": 384, "n_layer": 6, "n_head": 6}}
+PROMPT = b"ROMEO.\n"
+GIB = 1 << 30
+
+
+def jobs() -> dict:
+    return {"micro": load_config(MICRO, ['device="cpu"']), "10.7M": config_from_dict(SHAPE_10M)}
+
+
+def matmul_weights(model: ByteLM) -> list[torch.Tensor]:
+    """What a decode step reads in full: every Linear's weight, and a tied head's table."""
+    weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    return weights + ([model.embed.weight] if model.head is None else [])
+
+
+def kv_bytes(job) -> int:
+    m = job.model
+    return m.n_layer * 2 * job.seq_len * m.kv_heads * m.head_dim * 4
+
+
+def bandwidth() -> float:
+    """Bytes/s of ``sum`` over 1 GiB (best of 3)."""
+    big = torch.ones(GIB // 4)
+    best = min(_seconds(big.sum) for _ in range(3))
+    return GIB / best
+
+
+def _seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def matmul_floor(weights: list[torch.Tensor], steps: int) -> float:
+    """Seconds for one matrix-vector product per weight, back to back, mean over ``steps``
+    (measured as ``step_time`` is, so that their difference is the overhead)."""
+    inputs = {w.shape[1]: torch.randn(1, 1, w.shape[1]) for w in weights}
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        for w in weights:
+            F.linear(inputs[w.shape[1]], w)
+    return (time.perf_counter() - t0) / steps
+
+
+def step_time(runner: ModelRunner, steps: int) -> float:
+    """Seconds per ``runner.step`` (the model alone, no sampling), mean over ``steps`` steps."""
+    logits, state = runner.start(torch.zeros(1, 8, dtype=torch.long))
+    token = torch.tensor([65])
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        logits, state = runner.step(token, state)
+    return (time.perf_counter() - t0) / steps
+
+
+def decode_rate(runner: ModelRunner, new: int, window: Window) -> float:
+    """Bytes/s of cached sampling at batch 1, prefill and re-windows included."""
+    sampler = build_sampler(temperature=1.0)
+    generator = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    for _ in sample_tokens(runner, PROMPT, new, sampler, window, generator):
+        pass
+    return new / (time.perf_counter() - t0)
+
+
+@torch.inference_mode()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--new", type=int, default=512, help="bytes per decode run")
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    models = {name: (job, ByteLM(job.model, job.seq_len).eval()) for name, job in jobs().items()}
+    header = (
+        f"{'shape':<6} {'thr':>3} {'params':>10} {'read/step':>9} {'DRAM':>8} {'limit':>7}"
+        f" {'floor':>7} {'step':>7} {'overhd':>7} {'decode':>7} {'vs limit':>8}"
+    )
+    units = f"{'':<21} {'MB':>9} {'GB/s':>8} {'B/s':>7}" + f" {'ms':>7}" * 3 + f" {'B/s':>7}"
+    print(f"torch {torch.__version__}; best of {args.reps} alternating reps; decode: {args.new} bytes, temperature 1\n")
+    print(header + "\n" + units + "\n" + "-" * len(header))
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        best = {name: {"bw": 0.0, "floor": 1e9, "step": 1e9, "rate": 0.0} for name in models}
+        for _ in range(args.reps):  # alternate shapes and measures, keep each one's best
+            for name, (job, model) in models.items():
+                runner, b = ModelRunner(model, job), best[name]
+                b["bw"] = max(b["bw"], bandwidth())
+                steps = min(100, job.seq_len - 16)  # within one window
+                b["floor"] = min(b["floor"], matmul_floor(matmul_weights(model), steps))
+                b["step"] = min(b["step"], step_time(runner, steps))
+                b["rate"] = max(b["rate"], decode_rate(runner, args.new, Window(job.seq_len)))
+        for name, (job, model) in models.items():
+            b = best[name]
+            read = sum(w.numel() * w.element_size() for w in matmul_weights(model)) + kv_bytes(job)
+            limit = b["bw"] / read
+            print(
+                f"{name:<6} {threads:>3} {model.num_parameters():>10,} {read / 1e6:>9.1f} {b['bw'] / 1e9:>8.1f}"
+                f" {limit:>7,.0f} {1e3 * b['floor']:>7.2f} {1e3 * b['step']:>7.2f}"
+                f" {1e3 * (b['step'] - b['floor']):>7.2f} {b['rate']:>7,.0f} {b['rate'] / limit:>7.2f}x",
+                flush=True,
+            )
+    print(
+        "\nread/step: matmul weights + full KV cache; limit = DRAM / read; floor: the same matmuls alone;"
+        "\noverhd = step - floor; decode: end-to-end cached sampling; vs limit = decode / limit."
+    )
+
+
+if __name__ == "__main__":
+    main()
