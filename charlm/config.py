@@ -135,7 +135,7 @@ class LoggingConfig:
 
 @attrs.define
 class DistributedConfig:
-    strategy: Literal["ddp", "fsdp", "auto"] = "ddp"  # "auto": DDP on one node
+    strategy: Literal["ddp", "auto"] = "ddp"  # "auto": DDP (FSDP is not implemented yet)
     timeout_s: float = attrs.field(default=600.0, validator=positive)  # a collective waits this long for a lost peer
 
 
