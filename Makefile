@@ -17,7 +17,7 @@ PROMPT ?= ROMEO.
 FORMAT ?= int8
 EXPORT_OUT ?= $(RUN)/model.$(FORMAT)
 
-.PHONY: setup test demo data-pull train eval sample export info bench clean
+.PHONY: setup test soak demo data-pull train eval sample export info bench clean
 
 $(STAMP): pyproject.toml $(PLUGINS)
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ setup: $(STAMP)
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The reliability harness at full scale (>= 10,000 fuzz cases, 200 SIGKILLs): a summary table.
+soak: setup
+	$(BIN)/python bench/soak.py
 
 data/shakespeare/train.bin: | setup
 	$(BIN)/charlm data pull shakespeare --out data/shakespeare --val-docs 0,10,20,30,40

@@ -32,15 +32,17 @@ _LAZY = {
     "DataSource": "charlm.interfaces",
     # helpers for blocks
     "init_residual_projection": "charlm.model",
-    "KVCache": "charlm.builtin.attention",
-    # helpers for exporters: ready Runners, the logits-only wrapper, the job as plain data
+    "KVCache": "charlm.builtin.gqa",
+    # helpers for exporters: ready Runners, the logits-only wrapper, the job as plain data and back
     "ModelRunner": "charlm.runners",
     "SequenceRunner": "charlm.runners",
     "LogitsOnly": "charlm.export",
     "to_dict": "charlm.config",
+    "model_from_checkpoint": "charlm.checkpoint",
     # helpers for data sources: a download verified by sha256, reused when already there
-    "download": "charlm.download",
-    "is_verified": "charlm.download",
+    "download": "charlm.downloads",
+    "is_verified": "charlm.downloads",
+    "temp_beside": "charlm.atomic",  # write beside the target, os.replace when complete
     # options: attrs validators whose errors name the key
     "positive": "charlm.validators",
     "non_negative": "charlm.validators",

@@ -98,8 +98,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         # torch's message is a page long; its "WeightsUnpickler error" line names the culprit
         lines = [ln.strip() for ln in str(exc).splitlines() if "Unpickler error" in ln] or [type(exc).__name__]
         raise CharLMError(f"{path}: refusing to load: it holds more than plain weights ({lines[0]})") from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CharLMError(f"{path}: cannot load checkpoint ({exc})".splitlines()[0]) from None
+    except Exception as exc:  # a damaged pickle fails in many ways; weights_only means none of them ran code
+        raise CharLMError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})".splitlines()[0]) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CharLMError(f"{path}: not a charlm checkpoint")
     if payload.get("format_version") != FORMAT_VERSION:
@@ -124,18 +124,50 @@ def prune_checkpoints(directory: str | Path, keep_last: int) -> None:
         path.unlink(missing_ok=True)
 
 
-def latest_good_checkpoint(directory: str | Path) -> Path | None:
-    """The newest checkpoint in ``directory`` whose zip checks out (``last.pt`` first)."""
+def checkpoint_files(directory: str | Path) -> list[Path]:
+    """``last.pt``, then the step files newest first: the order ``--resume auto`` tries them in."""
     directory = Path(directory)
     candidates = [directory / "last.pt"] + [p for _, p in reversed(step_checkpoints(directory))]
-    for path in candidates:
-        if path.is_file():
-            try:
-                verify_zip(path)
-                return path
-            except CharLMError:
-                continue
-    return None
+    return [path for path in candidates if path.is_file()]
+
+
+def newest_loadable_checkpoint(
+    directory: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[Path | None, dict[str, Any] | None, list[tuple[Path, str]]]:
+    """The newest checkpoint in ``directory`` that fully loads (CRCs and ``torch.load``), its
+    payload, and ``(path, why)`` for each newer one that did not. ``(None, None, [])`` when
+    there is none at all."""
+    failures = []
+    for path in checkpoint_files(directory):
+        try:
+            return path, load_checkpoint(path, map_location), failures
+        except CharLMError as exc:
+            failures.append((path, str(exc)))
+    return None, None, failures
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a checkpoint that does not load to ``NAME.damaged``: kept for inspection, out of every later resume and retention."""
+    return path.rename(path.with_name(path.name + ".damaged"))
+
+
+def resume_point(
+    resume: str, directory: str | Path, restart: bool = False, map_location: str | torch.device = "cpu", set_aside_damaged: bool = True
+) -> tuple[Path | None, dict[str, Any] | None, list[str]]:
+    """What ``--resume`` continues from: ``(path, payload, warnings)``, or ``(None, None, warnings)`` for step 0.
+
+    A path is loaded as it is. ``auto`` takes the newest checkpoint in ``directory`` that fully
+    loads, setting aside (one warning each) the newer ones that do not; with checkpoints there
+    but none loadable it refuses, unless ``restart``: damaged files never silently mean step 0.
+    """
+    if resume != "auto":
+        return Path(resume), load_checkpoint(resume, map_location), []
+    path, payload, failures = newest_loadable_checkpoint(directory, map_location)
+    if path is None and failures and not restart:
+        raise CharLMError(f"no checkpoint in {directory} loads ({failures[0][1]}); start again from step 0 with --resume auto --restart")
+    if not set_aside_damaged:
+        return path, payload, []
+    return path, payload, [f"warning: {why}; set aside as {set_aside(bad).name}" for bad, why in failures]
 
 
 def model_from_checkpoint(payload: dict[str, Any], device: str | torch.device = "cpu"):

@@ -16,7 +16,7 @@ from charlm import __version__
 from charlm.errors import CharLMError, UsageError
 from charlm.registry import DISABLE_ENV, PluginLoadWarning
 
-COMMANDS = ["run", "recipes", "eval", "generate", "export", "info", "data", "list_plugins", "config", "plot"]
+COMMANDS = ["run", "recipes", "eval", "generate", "export", "info", "data", "compress", "list_plugins", "config", "plot"]
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -162,7 +162,8 @@ def check_data_source(name: str, options: dict | None = None) -> dict:
             json.dumps(provenance)
         except (TypeError, ValueError) as exc:
             raise AssertionError(f"provenance() must hold plain JSON values (str, numbers, lists, dicts): {exc}") from None
-        prepare(files, Path(tmp) / "packed", source={"name": name, **provenance})
+        # no split: a one-document corpus is fine, and the split is the user's choice at pull time
+        prepare(files, Path(tmp) / "packed", val_fraction=0, source={"name": name, **provenance})
         meta = json.loads((Path(tmp) / "packed" / "meta.json").read_text())
     assert all(meta["source"].get(key) == value for key, value in provenance.items()), (
         f"meta.json does not record the provenance: {meta.get('source')!r}"

@@ -199,6 +199,15 @@ def resolve_device(name: str):
     return device
 
 
+def device_type(name: str) -> str:
+    """The type ("cpu", "cuda", "mps") of device ``name``, checked as ``resolve_device`` does.
+
+    The CPU always exists: only another device needs torch to answer, so that
+    ``charlm config validate`` of a CPU job imports no torch.
+    """
+    return "cpu" if name == "cpu" else resolve_device(name).type
+
+
 def validate_job(job: JobConfig, world_size: int | None = None) -> JobConfig:
     """Rules that span several keys, then every component's own: each error names the key to fix."""
     world_size = world_size_from_env() if world_size is None else world_size
@@ -217,10 +226,10 @@ def validate_job(job: JobConfig, world_size: int | None = None) -> JobConfig:
         )
     if job.max_steps is None and job.max_time is None:
         raise ConfigError("max_steps: set max_steps or max_time (or both) so the run ends")
-    if job.device != "auto":  # a named device must exist ("auto" always finds one); imports torch
-        resolve_device(job.device)
-    if job.precision == "fp16" and (device := resolve_device(job.device)).type != "cuda":
-        raise ConfigError(f"precision: fp16 needs a CUDA device (device is {device.type}); use bf16 or fp32")
+    if job.device != "auto":  # a named device must exist ("auto" always finds one)
+        device_type(job.device)
+    if job.precision == "fp16" and (device := device_type(job.device)) != "cuda":
+        raise ConfigError(f"precision: fp16 needs a CUDA device (device is {device}); use bf16 or fp32")
     for _, kind, spec in component_specs(job):
         check_factory(kind, spec)
         check_options(spec, job)

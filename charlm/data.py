@@ -20,6 +20,7 @@ the ``r``-th of every ``W`` consecutive slices of ``batch_size`` windows.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import struct
@@ -134,8 +135,70 @@ class Split:
 
 
 def open_split(path: str | Path) -> Split:
-    """Open ``name.bin`` and its ``name.idx``; a missing, truncated or mismatched pair is a CharLMError."""
+    """Open ``name.bin`` and its ``name.idx``; a missing, truncated or mismatched pair is a CharLMError.
+
+    The ``.bin``'s size is checked against ``meta.json`` too (see ``verify_split``).
+    """
+    verify_split(path, full=False)
     return Split(path)
+
+
+def verify_split(path: str | Path, full: bool) -> None:
+    """Check ``name.bin`` against what ``charlm data prepare`` recorded in the ``meta.json`` beside it.
+
+    Its size always; with ``full`` also its sha256, which reads the whole file and so catches
+    a flipped byte that no structural check can. A split without a ``meta.json`` beside it
+    (one written by ``SplitWriter`` alone) is checked against its ``.idx`` only.
+    """
+    path = Path(path)
+    recorded = _recorded_split(path)
+    if recorded is None:
+        return
+    fix = "restore it, or re-create the directory with `charlm data prepare`"
+    size = path.stat().st_size if path.is_file() else None
+    if size is not None and size != recorded["bytes"]:
+        raise CharLMError(f"{path}: {size} bytes, but meta.json records {recorded['bytes']}: the file was truncated or replaced; {fix}")
+    if full and size is not None:
+        digest = file_sha256(path)
+        if digest != recorded["sha256"]:
+            raise CharLMError(f"{path}: sha256 {digest[:16]}..., but meta.json records {recorded['sha256'][:16]}...: the file is damaged; {fix}")
+
+
+def split_provenance(path: str | Path) -> dict | None:
+    """What ``meta.json`` records of ``name.bin``: its size and sha256, and the corpus's ``source``
+    (a data source's provenance: URL, revision, content hashes); ``None`` without a ``meta.json``."""
+    path = Path(path)
+    recorded = _recorded_split(path)
+    if recorded is None:
+        return None
+    meta = json.loads((path.parent / "meta.json").read_text(encoding="utf-8"))
+    return {**recorded, "source": meta.get("source")}
+
+
+def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def _recorded_split(path: Path) -> dict | None:
+    """The ``meta.json`` entry (``file``, ``bytes``, ``sha256``) that describes ``path``, if any."""
+    meta_path = path.parent / "meta.json"
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CharLMError(f"{meta_path}: unreadable ({exc}); re-create it with `charlm data prepare`") from None
+    entries = meta.values() if isinstance(meta, dict) else ()
+    for entry in entries:
+        if isinstance(entry, dict) and entry.get("file") == path.name:
+            if not isinstance(entry.get("bytes"), int) or not isinstance(entry.get("sha256"), str):
+                raise CharLMError(f"{meta_path}: the entry for {path.name} lacks its bytes or sha256; re-create it with `charlm data prepare`")
+            return entry
+    return None
 
 
 def _read_index(bin_path: Path) -> tuple[int, np.ndarray]:

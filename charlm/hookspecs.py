@@ -6,10 +6,21 @@ Each hook is called with a ``register`` function::
 
 ``factory`` builds the component: a callable, or its import path ``"module:attr"``, which
 is imported only when a component is built (keep the plugin module itself free of torch and
-``charlm list-plugins`` / ``config validate`` stay fast). ``config`` is the attrs class that
+``charlm list-plugins`` / ``config validate`` stay fast; the signature of such a factory is
+read from its source, see ``charlm.source_signature``). ``config`` is the attrs class that
 the component's table in the job file is structured into (omit it for a component without
 options). The hook names are public API; a ``register_*`` function of a plugin module that
 is not one of them, or not marked ``@charlm.hookimpl``, is reported as never called.
+
+The options contract, in brief (in full, with what each kind's factory is called with and
+returns, in ``charlm/interfaces.py``):
+
+- ``check(self, job)`` on the options class, optional: rules that span keys. It runs at
+  ``config validate`` as at ``run``, and should not need torch (validate does not load it).
+- A ``ValueError``/``TypeError`` from ``check`` or from the factory, and a factory whose
+  signature does not bind the kind's context, are config errors naming the job's key (exit 2).
+- An optimizer's parameter groups each carry ``base_lr``; the training loop sets
+  ``lr = base_lr * schedule(step, progress)``.
 """
 
 import pluggy

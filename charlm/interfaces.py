@@ -40,7 +40,7 @@ The options contract, the same for every kind:
   called gets the same treatment (``Registry.create`` names the component's key).
 
 An optimizer's parameter groups must each carry ``base_lr``: the training loop sets
-``lr = base_lr * schedule(step, progress)`` on every step (``charlm/builtin/optimizers.py``).
+``lr = base_lr * schedule(step, progress)`` on every step (``charlm/builtin/torch_optimizers.py``).
 """
 
 from __future__ import annotations

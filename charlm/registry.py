@@ -34,10 +34,11 @@ import pluggy
 
 from charlm import __version__, hookspecs
 from charlm.errors import PluginError
+from charlm.source_signature import source_signature
 
 ENTRY_POINT_GROUP = "charlm"
 DISABLE_ENV = "CHARLM_DISABLE_PLUGINS"
-BUILTIN_DISTRIBUTION = "charlm"
+BUILTIN_DISTRIBUTION = "charlm-toolkit"  # the distribution that ships charlm.builtin
 
 # kind -> hook name (public API)
 KINDS: dict[str, str] = {
@@ -89,17 +90,28 @@ class Component:
     plugin: str
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class LazyFactory:
     """A factory registered as ``"module:attr"`` (as entry points name objects), imported when
     first called: a plugin module that only registers options classes then imports no torch,
-    so ``list-plugins`` and ``config validate`` stay fast."""
+    so ``list-plugins`` and ``config validate`` stay fast.
+
+    ``inspect.signature`` sees the factory's own signature, read from its source without
+    importing it (``charlm.source_signature``), so that ``validate`` checks it as ``run`` does.
+    """
 
     path: str
 
     def __call__(self, *args, **kwargs):
         module, _, attr = self.path.partition(":")
         return getattr(importlib.import_module(module), attr)(*args, **kwargs)
+
+    @property
+    def __signature__(self) -> inspect.Signature | None:  # None: inspect falls back to __call__'s
+        return source_signature(self.path)
+
+    def __repr__(self) -> str:  # how errors name it
+        return self.path
 
 
 @attrs.frozen

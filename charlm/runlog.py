@@ -11,6 +11,7 @@ import json
 import math
 from pathlib import Path
 
+from charlm.atomic import write_atomic
 from charlm.config import LoggingConfig
 from charlm.errors import ConfigError
 
@@ -29,14 +30,37 @@ def check_trackers(cfg: LoggingConfig) -> None:
             raise ConfigError("logging.tensorboard: tensorboard is not installed (pip install 'charlm-toolkit[tensorboard]')") from None
 
 
+def trim_metrics(path: Path, last_step: int) -> None:
+    """Drop the records of steps after ``last_step`` (a resume replays them) and a final
+    line cut short by a crash; rewritten atomically, and only when something changes."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    lines = data.split(b"\n")[:-1]  # the piece after the last newline is empty or cut short
+    kept = [line for line in lines if _record_step(line) <= last_step]
+    new = b"".join(line + b"\n" for line in kept)
+    if new != data:
+        write_atomic(path, new)
+
+
+def _record_step(line: bytes) -> int:
+    """A record's step; lines that are not records (never written by charlm) count as step 0 and stay."""
+    try:
+        step = json.loads(line).get("step", 0)
+    except (ValueError, AttributeError):
+        return 0
+    return step if isinstance(step, int) else 0
+
+
 class RunLog:
     """Lines to the console and to ``OUT_DIR/train.log``; records to ``metrics.jsonl`` and trackers."""
 
-    def __init__(self, out_dir: Path, cfg: LoggingConfig, config_dict: dict, enabled: bool = True):
+    def __init__(self, out_dir: Path, cfg: LoggingConfig, config_dict: dict, enabled: bool = True, keep_through_step: int = 0):
         self.enabled = enabled
         if not enabled:
             return
         out_dir.mkdir(parents=True, exist_ok=True)
+        trim_metrics(out_dir / "metrics.jsonl", keep_through_step)
         self._log = open(out_dir / "train.log", "a", encoding="utf-8")
         self._metrics = open(out_dir / "metrics.jsonl", "a", encoding="utf-8")
         self._wandb = self._tb = None
@@ -80,13 +104,23 @@ class RunLog:
             self._tb.close()
 
 
+DATA_LINE = "data "  # train.log's record of the training data's version (read by `charlm info`)
+
+
 def header_lines(versions: dict[str, str], job, device, world_size: int, n_params: int, accum: int) -> list[str]:
-    """The run's first console lines: versions, then device, precision and size."""
-    return [
+    """The run's first console lines: versions, then device, precision and size, then the
+    training data's version as its ``meta.json`` records it (sha256, where it came from)."""
+    from charlm.data import split_provenance
+
+    lines = [
         f"charlm {versions['charlm']} | " + " | ".join(f"{k} {v}" for k, v in versions.items() if k != "charlm"),
         f"device {device} | precision {job.precision} | compile {job.compile} | world size {world_size} | "
         f"{n_params / 1e6:.2f}M parameters | grad accumulation {accum}",
     ]
+    data = split_provenance(job.data.train)
+    if data is not None:
+        lines.append(f"{DATA_LINE}{job.data.train} sha256 {data['sha256']} | source {json.dumps(data['source'])}")
+    return lines
 
 
 def format_duration(seconds: float) -> str:

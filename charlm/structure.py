@@ -328,6 +328,7 @@ def error_line(exc: BaseException, path: str) -> str:
 
 def structure(value: Any, tp: Any, path: str = "") -> Any:
     """``value`` structured into ``tp``; a ``ConfigError`` naming the dotted key if it does not fit."""
+    get_registry()  # a name clash is the plugins' error (a PluginError naming both), not one key's
     try:
         result = _converter.structure(value, tp)
     except (BaseValidationError, ForbiddenExtraKeysError, KeyError, ValueError, TypeError, CharLMError) as exc:

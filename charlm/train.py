@@ -21,7 +21,7 @@ from charlm import checkpoint as ckpt
 from charlm import distributed
 from charlm.config import JobConfig, config_to_toml, resolve_device, to_dict
 from charlm.data import PackedDataset, open_split
-from charlm.errors import CharLMError, ConfigError, UsageError
+from charlm.errors import ConfigError, UsageError
 from charlm.evaluate import evaluate_bpb, random_windows, score_windows
 from charlm.model import ByteLM
 from charlm.perf import matmul_peak_flops
@@ -29,15 +29,11 @@ from charlm.registry import get_registry
 from charlm.runlog import RunLog, check_trackers, eta_seconds, format_duration, header_lines, progress_line
 from charlm.stopsignal import StopSignal
 from charlm.train_state import TrainState, check_resumable, plugin_versions
-from charlm.train_step import TrainStep
-
-
-class NonFiniteLoss(CharLMError):
-    pass
+from charlm.train_step import NonFiniteLoss, TrainStep
 
 
 class Trainer:
-    def __init__(self, job: JobConfig, resume: str | None = None):
+    def __init__(self, job: JobConfig, resume: str | None = None, restart: bool = False):
         self.job = job
         if job.data.train is None:
             raise ConfigError("data.train: the path of a training split (.bin) is required to train")
@@ -64,23 +60,27 @@ class Trainer:
         self.train_step = TrainStep(self.model, self.optimizer, job, self.dist, self.device, self.accum)
 
         self.state = TrainState()
-        self.resumed_from = self._resume(resume) if resume else None
-        holds_run = not resume and ((self.out_dir / "metrics.jsonl").exists() or ckpt.latest_good_checkpoint(self.ckpt_dir))
+        self.resume_notes: list[str] = []  # what the resume passed over or changed, for train.log
+        self.resumed_from = self._resume(resume, restart) if resume else None
+        holds_run = not resume and ((self.out_dir / "metrics.jsonl").exists() or ckpt.checkpoint_files(self.ckpt_dir))
         # rank 0's verdict, and a rendezvous: no rank looks after rank 0 has begun to write
         if distributed.from_main(bool(holds_run), self.dist):
             raise UsageError(f"{self.out_dir} already holds a run; continue it with --resume auto, or set another out_dir")
         self.batches = self.train_data.loader(num_workers=job.data.num_workers, start=self.state.data)
-        self.log = RunLog(self.out_dir, job.logging, to_dict(job), enabled=self.dist.is_main)
+        # metrics.jsonl keeps the steps up to the one resumed from: replayed steps are logged once
+        self.log = RunLog(self.out_dir, job.logging, to_dict(job), self.dist.is_main, keep_through_step=self.state.step)
 
     # ------------------------------------------------------------ set-up
 
-    def _resume(self, resume: str) -> Path | None:
-        """Load the checkpoint (``auto``: the newest good one, if any); the path it came from."""
-        path = ckpt.latest_good_checkpoint(self.ckpt_dir) if resume == "auto" else Path(resume)
+    def _resume(self, resume: str, restart: bool) -> Path | None:
+        """Load what ``--resume`` names (see ``checkpoint.resume_point``); its path, or None for step 0."""
+        path, payload, self.resume_notes = ckpt.resume_point(
+            resume, self.ckpt_dir, restart, map_location=self.device, set_aside_damaged=self.dist.is_main
+        )
         if path is None:
             return None
-        payload = ckpt.load_checkpoint(path, map_location=self.device)
-        check_resumable(payload["config"], to_dict(self.job), path)
+        changes = check_resumable(payload["config"], to_dict(self.job), path)
+        self.resume_notes += [f"resume changes {change}" for change in changes]
         self.state = TrainState.from_payload(payload, self.model, self.optimizer, source=path)
         ckpt.restore_rng(self.state.rng)
         return path
@@ -96,6 +96,8 @@ class Trainer:
             self.log.line(line)
         if self.resumed_from is not None:
             self.log.line(f"resumed from {self.resumed_from} at step {state.step}")
+        for note in self.resume_notes:
+            self.log.line(note)
         for line in config_to_toml(job).splitlines():
             self.log.line(f"  {line}", console=False)
         self.peak_flops = matmul_peak_flops(str(self.device), self.train_step.amp_dtype or torch.float32)
@@ -189,6 +191,9 @@ class Trainer:
         return distributed.any_rank(stop.received is not None, self.dist, self.device)
 
     def save(self) -> Path | None:
+        """Checkpoint the state (rank 0 writes); non-finite weights are never saved, on any rank."""
+        if not torch.stack([p.isfinite().all() for p in self.model.parameters()]).all():
+            raise NonFiniteLoss(f"non-finite weights after step {self.state.step}; the last good checkpoint is kept. Lower optimizer.lr")
         if not self.dist.is_main:
             return None
         self.state.rng = ckpt.capture_rng()
@@ -201,11 +206,9 @@ class Trainer:
 
     def stopped(self, signal_name: str | None) -> dict:
         path = self.save()
-        step = self.state.step
-        self.log.line(
-            f"stopped by {signal_name or 'another rank'} at step {step}; checkpoint {path}; continue with --resume auto"
-        )
-        return {"step": step, "interrupted": True}
+        by = signal_name or "another rank"
+        self.log.line(f"stopped by {by} at step {self.state.step}; checkpoint {path}; continue with --resume auto")
+        return {"step": self.state.step, "interrupted": True}
 
     def finish(self) -> dict:
         job, state = self.job, self.state
@@ -213,14 +216,12 @@ class Trainer:
         result = {"step": state.step, "elapsed_s": state.elapsed_s}
         if self.val_split is not None and job.logging.final_eval:
             res = evaluate_bpb(
-                self.model, self.val_split.tokens, job.seq_len, stride=job.seq_len,
-                batch_size=job.micro_batch_size, device=self.device, dist=self.dist,
+                self.model, self.val_split.tokens, job.seq_len, job.seq_len, job.micro_batch_size, self.device,
+                dist=self.dist,
             )
             self.log.record({"step": state.step, "val_bpb": res.bpb, "val_bytes": res.bytes_scored, "split": "full"})
-            self.log.line(
-                f"final: step {state.step} | val_bpb {res.bpb:.4f} on the whole split "
-                f"({res.bytes_scored:,} bytes, stride {job.seq_len})"
-            )
+            where = f"the whole split ({res.bytes_scored:,} bytes, stride {job.seq_len})"
+            self.log.line(f"final: step {state.step} | val_bpb {res.bpb:.4f} on {where}")
             result["val_bpb"] = res.bpb
         self.log.line(f"done: {state.step} steps, {format_duration(state.elapsed_s)} of training, checkpoints in {self.ckpt_dir}")
         return result
@@ -230,9 +231,9 @@ class Trainer:
         distributed.shutdown(self.dist)
 
 
-def train(job: JobConfig, resume: str | None = None) -> dict:
+def train(job: JobConfig, resume: str | None = None, restart: bool = False) -> dict:
     with distributed.peer_failures():
-        trainer = Trainer(job, resume=resume)
+        trainer = Trainer(job, resume=resume, restart=restart)
         try:
             result = trainer.run()
             # ranks leave together: gloo aborts a process that tears down while a peer still works

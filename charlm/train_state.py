@@ -90,11 +90,37 @@ class TrainState:
         )
 
 
-def check_resumable(saved: dict, current: dict, source: Path) -> None:
-    """Refuse to resume a checkpoint whose resolved job (``saved``) differs from this one in a way that alters the run."""
-    for key in ("model", "seq_len", "micro_batch_size", "batch_size_tokens", "seed"):
-        if saved.get(key) != current.get(key):
-            raise ConfigError(
-                f"{key}: the job differs from the checkpoint it resumes ({source}): "
-                f"{saved.get(key)!r} there, {current.get(key)!r} here"
-            )
+# What a resume may change: budgets, reporting, cadence, where and how fast it runs.
+# Everything else (model, data, optimizer, schedule, precision, batch, seed, grad_clip...)
+# would make the continued run a different run from the one the checkpoint started.
+SAFE_KEYS = ("max_steps", "max_time", "out_dir", "device", "compile", "on_nonfinite", "data.num_workers")
+SAFE_TABLES = ("logging.", "checkpoint.", "distributed.")  # distributed: how, not what, is computed
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay values."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_resumable(saved: dict, current: dict, source: Path) -> list[str]:
+    """Refuse a job that differs from the checkpoint's resolved job (``saved``) in a way that
+    alters the run, naming every such dotted key; the safe changes, as ``key: old -> new``."""
+    before, after = flatten(saved), flatten(current)
+    changed = sorted(key for key in before.keys() | after.keys() if before.get(key) != after.get(key))
+    unsafe = [key for key in changed if key not in SAFE_KEYS and not key.startswith(SAFE_TABLES)]
+    # a component of another kind has other options: its kind says it all
+    new_kinds = tuple(key[: -len("kind")] for key in unsafe if key.endswith(".kind"))
+    unsafe = [key for key in unsafe if key.endswith(".kind") or not key.startswith(new_kinds)]
+    if unsafe:
+        diff = ", ".join(f"{key} {before.get(key)!r} -> {after.get(key)!r}" for key in unsafe)
+        raise ConfigError(
+            f"{', '.join(unsafe)}: the job differs from the checkpoint it resumes ({source}): {diff}; "
+            f"only {', '.join(SAFE_KEYS + tuple(t + '*' for t in SAFE_TABLES))} may change"
+        )
+    return [f"{key}: {before.get(key)!r} -> {after.get(key)!r}" for key in changed]

@@ -16,8 +16,13 @@ import torch.nn.functional as F
 
 from charlm import distributed
 from charlm.config import JobConfig
+from charlm.errors import CharLMError
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLoss(CharLMError):
+    """A non-finite loss, gradient norm or weights stopped the run (``on_nonfinite = "stop"``)."""
 
 
 class TrainStep:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charlm.builtin.positional import alibi_slopes
+from charlm.builtin.positional_encodings import alibi_slopes
 from charlm.prepare import prepare
 from charlm.registry import get_registry
 from charlm.testing import build_random, check_block, check_exporter, small_model_config
@@ -131,7 +131,8 @@ def test_alibi_trains_from_the_cli(corpus, tmp_path):
 
 ATTENTION_PLUGIN = '''
 import charlm
-from charlm.builtin.attention import GQAConfig, GroupedQueryAttention
+from charlm.builtin.attention import GQAConfig
+from charlm.builtin.gqa import GroupedQueryAttention
 
 
 class RotaryOnlyAttention(GroupedQueryAttention):

@@ -5,7 +5,7 @@ import zipfile
 import pytest
 import torch
 
-from charlm.checkpoint import latest_good_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, step_path
+from charlm.checkpoint import load_checkpoint, newest_loadable_checkpoint, prune_checkpoints, save_checkpoint, step_path
 from charlm.errors import CharLMError
 
 
@@ -81,7 +81,26 @@ def test_retention_and_newest_good(tmp_path):
     prune_checkpoints(tmp_path, keep_last=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000300.pt", "step-000400.pt"]
     save_checkpoint(tmp_path / "last.pt", {**payload(), "step": 400})
-    assert latest_good_checkpoint(tmp_path).name == "last.pt"
+    path, loaded, failures = newest_loadable_checkpoint(tmp_path)
+    assert (path.name, loaded["step"], failures) == ("last.pt", 400, [])
     flip_a_weight_byte(tmp_path / "last.pt")
     flip_a_weight_byte(tmp_path / "step-000400.pt")
-    assert latest_good_checkpoint(tmp_path).name == "step-000300.pt"
+    path, loaded, failures = newest_loadable_checkpoint(tmp_path)
+    assert (path.name, loaded["step"]) == ("step-000300.pt", 300)
+    assert [(p.name, "CRC mismatch" in why) for p, why in failures] == [("last.pt", True), ("step-000400.pt", True)]
+
+
+def test_a_checkpoint_that_passes_the_zip_check_but_not_torch_load_is_passed_over(tmp_path):
+    save_checkpoint(step_path(tmp_path, 1), {**payload(), "step": 1})
+    save_checkpoint(tmp_path / "last.pt", {**payload(), "step": 2})
+    with zipfile.ZipFile(tmp_path / "last.pt") as zf:  # rewritten below: a valid zip whose pickle is cut short
+        entries = {n: zf.read(n) for n in zf.namelist()}
+    data_pkl = next(n for n in entries if n.endswith("data.pkl"))
+    entries[data_pkl] = entries[data_pkl][: len(entries[data_pkl]) // 2]
+    with zipfile.ZipFile(tmp_path / "last.pt", "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    assert zipfile.ZipFile(tmp_path / "last.pt").testzip() is None
+    path, loaded, failures = newest_loadable_checkpoint(tmp_path)
+    assert (path.name, loaded["step"]) == ("step-000001.pt", 1)
+    assert [p.name for p, _ in failures] == ["last.pt"] and "cannot load checkpoint" in failures[0][1]

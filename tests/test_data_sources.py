@@ -15,7 +15,7 @@ import pytest
 from charlm.builtin.data_sources import Shakespeare, ShakespeareConfig, TinyShakespeare, TinyShakespeareConfig, read_texts
 from charlm.cli import main
 from charlm.data import open_split
-from charlm.download import download
+from charlm.downloads import download
 from charlm.errors import CharLMError
 
 TEXT_NAMES = [f"play_{i:02d}_gut.txt" for i in range(42)]

@@ -35,7 +35,8 @@ def test_group_size_must_divide():
 
 @pytest.fixture(scope="module")
 def int8_file(tmp_path_factory):
-    from charlm.builtin.exporters import Int8Exporter, Int8Options
+    from charlm.builtin.export_formats import Int8Exporter
+    from charlm.builtin.exporters import Int8Options
 
     torch.manual_seed(0)
     job = config_from_dict({"seq_len": 16, "max_steps": 1, "model": {"d_model": 32, "n_layer": 1, "n_head": 2,

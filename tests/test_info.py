@@ -85,3 +85,18 @@ def test_bad_paths_are_one_line_errors(tmp_path, capsys, name, message):
     assert main(["info", str(tmp_path / name)]) == 1
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+
+def test_a_run_names_the_version_of_its_training_data(tmp_path, capsys):
+    """train.log records the training split's sha256 and its source (from meta.json); info shows it."""
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "doc.txt").write_bytes(b"to be or not to be, that is the question. " * 60)
+    meta = prepare([texts], tmp_path / "data", val_fraction=0, source={"name": "dvc", "commit": "c0ffee"})
+    train = tmp_path / "data" / "train.bin"
+    run = tmp_path / "run"
+    overrides = [f'data.train="{train}"', 'data.val=""', f'out_dir="{run}"', *TINY]
+    assert main(["run", "micro", *overrides, "--max-steps", "1", "--no-val"]) == 0
+    facts = info_json(capsys, run)
+    assert facts["data"] == f'{train} sha256 {meta["train"]["sha256"]} | source {{"name": "dvc", "commit": "c0ffee"}}'

@@ -1,7 +1,6 @@
 """Optimizers: which parameters AdamW decays, which ones Muon takes."""
 
 import pytest
-import torch
 
 from charlm.config import config_from_dict
 from charlm.model import ByteLM

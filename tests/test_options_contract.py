@@ -57,6 +57,7 @@ PLUGIN = """
     def register_norms(register):
         register("strict_norm", strict_norm, config=StrictNormConfig)
         register("wrong_signature", norm_with_a_wrong_signature)
+        register("lazy_wrong_signature", "charlm_contract_impl:norm_with_a_wrong_signature")
 
 
     @charlm.hookimpl
@@ -64,11 +65,21 @@ PLUGIN = """
         register("slow_warmup", slow_warmup, config=SlowWarmupConfig)
 """
 
+# A factory named "module:attr" is imported only when built; its signature is read from the source.
+LAZY_IMPL = """
+raise RuntimeError("imported: the signature check must read the source, not import it")
+
+
+def norm_with_a_wrong_signature(options, width):
+    pass
+"""
+
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     site = tmp_path_factory.mktemp("site")
     make_distribution(site, "charlm-contract", "contract", "charlm_contract_plugin", PLUGIN)
+    (site / "charlm_contract_impl.py").write_text(LAZY_IMPL)
     return site
 
 
@@ -134,6 +145,14 @@ def test_a_factory_with_a_wrong_signature_is_a_config_error(site, data, tmp_path
     line = one_config_error(charlm(site, *args, str(path)))
     assert line.startswith("config error: model.norm: factory norm_with_a_wrong_signature cannot be called with (options, dim=...)")
     assert not (tmp_path / "run").exists()  # nothing was built or written
+
+
+def test_a_lazy_factory_with_a_wrong_signature_is_a_config_error_without_importing_it(site, data, tmp_path):
+    path = job_file(tmp_path, data, model__norm="lazy_wrong_signature")
+    line = one_config_error(charlm(site, "config", "validate", str(path)))
+    assert line.startswith(
+        "config error: model.norm: factory charlm_contract_impl:norm_with_a_wrong_signature cannot be called with (options, dim=...)"
+    )
 
 
 def test_a_factory_refusing_its_options_names_the_key(site, data, tmp_path):

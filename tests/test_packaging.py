@@ -5,7 +5,6 @@ into a new venv with no editable install; the commands then run in an empty dire
 nothing can come from the checkout.
 """
 
-import os
 import shutil
 import subprocess
 import sys

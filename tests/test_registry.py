@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import warnings
 from pathlib import Path
 
 import pytest
@@ -146,7 +145,7 @@ def test_list_plugins_json_shows_ok_failed_and_disabled(site):
     assert plugins["broken"]["status"] == "failed" and "ModuleNotFoundError" in plugins["broken"]["error"]
     assert plugins["off"]["status"] == "disabled" and plugins["off"]["components"] == {}
     assert "warning: plugin 'broken'" in proc.stderr
-    assert plugins["schedulers"]["distribution"] == "charlm"
+    assert plugins["schedulers"]["distribution"] == "charlm-toolkit"
 
 
 def test_list_plugins_text_and_env_disable(site):
@@ -192,7 +191,7 @@ def test_a_hook_that_is_never_called_is_a_warning_naming_plugin_and_hook(site, s
 def test_a_builtin_hook_that_is_never_called_is_an_error(site, monkeypatch):
     (site / "charlm_builtin_typo.py").write_text(textwrap.dedent(MISNAMED))
     monkeypatch.setitem(registry_module.BUILTIN_MODULES, "typo", "charlm_builtin_typo")
-    with pytest.raises(PluginError, match=r"^built-in plugin 'typo' \(charlm .*\): register_sampler is not a charlm hook"):
+    with pytest.raises(PluginError, match=r"^built-in plugin 'typo' \(charlm-toolkit .*\): register_sampler is not a charlm hook"):
         Registry(entry_points=False)
 
 
@@ -289,6 +288,10 @@ def test_the_public_api_resolves_without_importing_torch_until_used():
         "assert 'torch' not in sys.modules, 'a light name imported torch'\n"
         "missing = [n for n in charlm.__all__ if getattr(charlm, n, None) is None]\n"
         "assert not missing, missing\n"
+        # a submodule of the same name would replace the object once imported (charlm.download)
+        "import types; charlm.get_registry()\n"
+        "modules = [n for n in charlm.__all__ if n != 'testing' and isinstance(getattr(charlm, n), types.ModuleType)]\n"
+        "assert not modules, modules\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

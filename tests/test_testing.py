@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 import charlm
-from charlm.builtin.exporters import SafetensorsExporter, SafetensorsOptions
+from charlm.builtin.export_formats import SafetensorsExporter
+from charlm.builtin.exporters import SafetensorsOptions
 
 
 @attrs.define
@@ -316,7 +317,8 @@ def test_the_builtin_samplers_pass(name):
 
 
 def test_a_sampler_factory_with_options_passes():
-    from charlm.builtin.samplers import TopKConfig, top_k
+    from charlm.builtin.sampler_steps import top_k
+    from charlm.builtin.samplers import TopKConfig
 
     check_sampler(top_k, TopKConfig(k=3))
     check_sampler("top_p", {"p": 0.5})

@@ -19,7 +19,7 @@ import attrs
 
 import charlm
 from charlm.atomic import write_atomic
-from charlm.download import download, fetch_page, is_verified
+from charlm.downloads import download, fetch_page, is_verified
 from charlm.errors import CharLMError
 
 PYPI_SIMPLE = "https://pypi.org/simple/"

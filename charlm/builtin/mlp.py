@@ -1,12 +1,12 @@
-"""Feed-forward layers: SwiGLU (default), squared ReLU and GELU, all without biases."""
+"""Feed-forward layers: SwiGLU (default), squared ReLU and GELU, all without biases.
+
+This module holds the options and the registration; the layers are in
+``charlm.builtin.mlp_layers``, imported when one is built (this plugin imports no torch).
+"""
 
 import attrs
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 import charlm
-from charlm.model import init_residual_projection
 from charlm.validators import positive
 
 
@@ -15,54 +15,8 @@ class MLPConfig:
     hidden: int | None = attrs.field(default=None, validator=positive)  # None: see each factory
 
 
-class SwiGLU(nn.Module):
-    def __init__(self, d_model: int, hidden: int, model):
-        super().__init__()
-        self.gate_up = nn.Linear(d_model, 2 * hidden, bias=False)  # one matmul for both halves
-        self.down = nn.Linear(hidden, d_model, bias=False)
-        nn.init.normal_(self.gate_up.weight, std=model.init_std)
-        init_residual_projection(self.down.weight, model)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(F.silu(gate) * up)
-
-
-class Pointwise(nn.Module):
-    """up -> activation -> down."""
-
-    def __init__(self, d_model: int, hidden: int, activation, model):
-        super().__init__()
-        self.up = nn.Linear(d_model, hidden, bias=False)
-        self.down = nn.Linear(hidden, d_model, bias=False)
-        self.activation = activation
-        nn.init.normal_(self.up.weight, std=model.init_std)
-        init_residual_projection(self.down.weight, model)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(self.activation(self.up(x)))
-
-
-def _relu_squared(x: torch.Tensor) -> torch.Tensor:
-    return F.relu(x).square()
-
-
-def swiglu(options: MLPConfig, model) -> SwiGLU:
-    # 8/3 * d_model keeps the parameter count of a 4x MLP; rounded up to a multiple of 32
-    hidden = options.hidden or 32 * -(-8 * model.d_model // (3 * 32))
-    return SwiGLU(model.d_model, hidden, model)
-
-
-def relu2(options: MLPConfig, model) -> Pointwise:
-    return Pointwise(model.d_model, options.hidden or 4 * model.d_model, _relu_squared, model)
-
-
-def gelu(options: MLPConfig, model) -> Pointwise:
-    return Pointwise(model.d_model, options.hidden or 4 * model.d_model, F.gelu, model)
-
-
 @charlm.hookimpl
 def register_mlps(register):
-    register("swiglu", swiglu, config=MLPConfig, help="SiLU-gated MLP, hidden 8/3 d_model by default")
-    register("relu2", relu2, config=MLPConfig, help="squared-ReLU MLP, hidden 4 d_model by default")
-    register("gelu", gelu, config=MLPConfig, help="GELU MLP, hidden 4 d_model by default")
+    register("swiglu", "charlm.builtin.mlp_layers:swiglu", config=MLPConfig, help="SiLU-gated MLP, hidden 8/3 d_model by default")
+    register("relu2", "charlm.builtin.mlp_layers:relu2", config=MLPConfig, help="squared-ReLU MLP, hidden 4 d_model by default")
+    register("gelu", "charlm.builtin.mlp_layers:gelu", config=MLPConfig, help="GELU MLP, hidden 4 d_model by default")

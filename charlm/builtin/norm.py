@@ -1,7 +1,10 @@
-"""Normalisation layers: RMSNorm (default) and LayerNorm, each with a learned gain."""
+"""Normalisation layers: RMSNorm (default) and LayerNorm, each with a learned gain.
+
+This module holds the options and the registration; the layers are built by
+``charlm.builtin.norm_layers``, imported when one is built (this plugin imports no torch).
+"""
 
 import attrs
-from torch import nn
 
 import charlm
 from charlm.validators import positive
@@ -12,15 +15,7 @@ class NormConfig:
     eps: float = attrs.field(default=1e-6, validator=positive)
 
 
-def rmsnorm(options: NormConfig, dim: int) -> nn.Module:
-    return nn.RMSNorm(dim, eps=options.eps)
-
-
-def layernorm(options: NormConfig, dim: int) -> nn.Module:
-    return nn.LayerNorm(dim, eps=options.eps)
-
-
 @charlm.hookimpl
 def register_norms(register):
-    register("rmsnorm", rmsnorm, config=NormConfig, help="root-mean-square norm with a learned gain")
-    register("layernorm", layernorm, config=NormConfig, help="layer norm with a learned gain and bias")
+    register("rmsnorm", "charlm.builtin.norm_layers:rmsnorm", config=NormConfig, help="root-mean-square norm with a learned gain")
+    register("layernorm", "charlm.builtin.norm_layers:layernorm", config=NormConfig, help="layer norm with a learned gain and bias")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from charlm.config import JobConfig, load_config
+from charlm.recipes import lookup
 
 
 def add_job_arguments(parser) -> None:
     """A job file, dotted overrides, and the shortcuts every job command accepts."""
-    parser.add_argument("job", help="job file (.toml, or .yaml with PyYAML)")
+    parser.add_argument("job", help="job file (.toml, or .yaml with PyYAML) or recipe name (charlm recipes)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. model.n_layer=4 optimizer.lr=3e-4")
     parser.add_argument("--max-steps", type=int, help="override max_steps")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="override precision")
@@ -29,4 +30,6 @@ def job_overrides(args) -> list[str]:
 
 
 def load_job(args) -> JobConfig:
-    return load_config(args.job, job_overrides(args))
+    """The job that ``args.job`` names: a job file, or a recipe (an existing file wins)."""
+    recipe = lookup(args.job)
+    return load_config(args.job if recipe is None else recipe.path, job_overrides(args))

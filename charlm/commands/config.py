@@ -1,4 +1,4 @@
-"""``charlm config show|validate JOB [overrides]``."""
+"""``charlm config show|validate JOB [overrides]``: JOB is a job file or a recipe name, as for ``charlm run``."""
 
 from charlm.commands import add_job_arguments, load_job
 from charlm.config import config_to_toml

@@ -16,13 +16,21 @@ def add_parser(sub):
     parser.add_argument("--device", default="auto", help='"auto" (default), "cpu", "cuda", "cuda:N", "mps"')
     parser.add_argument("--no-baselines", action="store_true", help="skip the zlib/bz2/lzma baselines")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--adapt",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="also score while learning (lr, steps, window, params, optimizer, segments); see charlm.adapt",
+    )
     parser.set_defaults(func=run_eval)
 
 
 def run_eval(args) -> int:
+    import torch
+
     from charlm import distributed
     from charlm.config import resolve_device
-    from charlm.data import open_split
+    from charlm.data import open_split, verify_split
     from charlm.errors import UsageError
     from charlm.evaluate import as_tokens, compressor_bpb, evaluate_bpb
     from charlm.loading import load_runner
@@ -32,10 +40,14 @@ def run_eval(args) -> int:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_bytes is not None and args.max_bytes < 2:
         raise UsageError(f"--max-bytes must be >= 2, got {args.max_bytes}")
+    verify_split(args.data, full=True)  # a flipped byte would otherwise skew the figure silently
     # under torchrun every rank scores its share of the windows; rank 0 reports the sum
     dist, device = distributed.init_distributed(resolve_device(args.device))
     runner = load_runner(args.checkpoint, device)
     seq_len = runner.max_len
+    model = getattr(runner, "model", None)  # adaptation trains: it needs the model, not a runner's forward
+    if args.adapt is not None and not isinstance(model, torch.nn.Module):
+        raise UsageError(f"--adapt needs a checkpoint or run directory (a model to train), not {args.checkpoint}")
     if args.stride is not None and not 1 <= args.stride <= seq_len:
         raise UsageError(f"--stride must be in [1, {seq_len}] (the model's context), got {args.stride}")
     tokens = as_tokens(open_split(args.data).tokens)[: args.max_bytes]
@@ -55,14 +67,37 @@ def run_eval(args) -> int:
         return 0
     baselines = {} if args.no_baselines else compressor_bpb(tokens.tobytes())
     stride = args.stride or seq_len // 2
+    adaptive = None if args.adapt is None else adaptive_report(model, tokens, seq_len, args.adapt)
     if args.json:
         report = {"checkpoint": args.checkpoint, "data": args.data, "seq_len": seq_len, "stride": stride}
-        print(json.dumps({**report, **result.to_dict(), "baselines_bpb": baselines}))
+        print(json.dumps({**report, **result.to_dict(), "baselines_bpb": baselines, "adaptive": adaptive}))
         return 0
     print(f"data         {args.data} ({len(tokens):,} bytes; context {seq_len}, stride {stride})")
     print(f"bits/byte    {result.bpb:.4f}")
     print(f"nats/byte    {result.nats_per_byte:.4f}")
     print(f"bytes scored {result.bytes_scored:,} in {result.seconds:.1f} s ({result.bytes_per_s:,.0f} bytes/s)")
+    if adaptive is not None:
+        print(f"adaptive     {adaptive['adaptive_bpb']:.4f} bits/byte (static, read the same way: {adaptive['static_bpb']:.4f})")
     for name, bpb in baselines.items():
         print(f"{name:<12} {bpb:.4f} bits/byte")
     return 0
+
+
+def adaptive_report(model, tokens, seq_len: int, items: list[str]) -> dict:
+    """Bits/byte with and without learning while reading, in ``charlm.adapt``'s order."""
+    import math
+
+    from charlm.adapt import adapt_options, auto_segments, parse_key_values, read_costs
+    from charlm.errors import UsageError
+
+    values = parse_key_values(items)
+    count = values.pop("segments", None)
+    if count is not None and not count.isdigit() or count == "0":
+        raise UsageError(f"adapt option segments must be an integer >= 1, got {count!r}")
+    count = int(count) if count else auto_segments(len(tokens))
+    options = adapt_options(values)
+    bpb = {
+        name: float(read_costs(model, tokens, seq_len, options, adapt, count).mean()) / math.log(2)
+        for name, adapt in (("static_bpb", False), ("adaptive_bpb", True))
+    }
+    return {**bpb, "segments": count, **options.to_dict()}

@@ -8,7 +8,7 @@ order (``--sampler top_k:k=40 --sampler temperature:value=0.8``), or the shortcu
 import argparse
 import sys
 
-from charlm.generate import POLICIES, SHORTCUTS
+from charlm.generate_options import POLICIES, SHORTCUTS
 
 
 def add_parser(sub):

@@ -32,13 +32,16 @@ def info(args) -> int:
 
 
 def describe(path: Path) -> dict:
-    if path.is_dir():
-        return describe_run(path)
-    if not path.is_file():
-        raise CharLMError(f"{path}: no such file or directory")
-    from charlm.artifact import is_artifact
+    """Recognised as ``charlm eval/generate --checkpoint`` recognise it: an artefact of an
+    installed exporter, else a run directory, else a checkpoint."""
+    from charlm.loading import recognising_exporter
 
-    return describe_artifact(path) if is_artifact(path) else describe_checkpoint(path)
+    if not path.exists():
+        raise CharLMError(f"{path}: no such file or directory")
+    found = recognising_exporter(path)
+    if found is not None:
+        return describe_artifact(path, found[0])
+    return describe_run(path) if path.is_dir() else describe_checkpoint(path)
 
 
 def describe_checkpoint(path: Path) -> dict:
@@ -56,18 +59,21 @@ def describe_checkpoint(path: Path) -> dict:
     }
 
 
-def describe_artifact(path: Path) -> dict:
+def describe_artifact(path: Path, fmt: str) -> dict:
+    """An exported artefact; charlm's weights formats (int8, safetensors) also record the job."""
     from charlm.artifact import read_metadata
 
-    metadata = read_metadata(path)
+    facts = {"path": str(path), "format": f"{fmt} artefact", "sha256": sha256(path) if path.is_file() else None}
+    metadata = read_metadata(path) if path.is_file() else None
+    if metadata is None or "config" not in metadata:  # another exporter's format: what it is, no more
+        return {**facts, "parameters": None, "step": None, "tokens": None, "versions": {}}
     try:
         config = json.loads(metadata["config"])
-    except (KeyError, ValueError):
+    except ValueError:
         raise CharLMError(f"{path}: artefact metadata has no valid 'config'") from None
     return {
-        "path": str(path),
+        **facts,
         "format": f"charlm artefact v{metadata.get('format_version')}, {metadata.get('weights')} weights",
-        "sha256": sha256(path),
         **model_facts(path, config),
         "step": None,  # artefacts do not record training progress
         "tokens": None,
@@ -76,14 +82,27 @@ def describe_artifact(path: Path) -> dict:
 
 
 def describe_run(run_dir: Path) -> dict:
-    from charlm.checkpoint import latest_good_checkpoint
+    from charlm.checkpoint import newest_loadable_checkpoint
 
-    checkpoint = latest_good_checkpoint(run_dir / "checkpoints")
+    checkpoint, _, _ = newest_loadable_checkpoint(run_dir / "checkpoints")
     if checkpoint is None:
         raise CharLMError(f"{run_dir}: no readable checkpoint in {run_dir / 'checkpoints'}")
     facts = {"run_dir": str(run_dir), **describe_checkpoint(checkpoint)}
     facts.update(last_validation(run_dir / "metrics.jsonl", facts["step"]))
+    facts.update(recorded_data(run_dir / "train.log"))
     return facts
+
+
+def recorded_data(log: Path) -> dict:
+    """The training data's version as the run recorded it when it started (train.log)."""
+    from charlm.runlog import DATA_LINE
+
+    if not log.is_file():
+        return {}
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith(DATA_LINE):
+            return {"data": line[len(DATA_LINE) :]}
+    return {}
 
 
 def last_validation(metrics: Path, step: int | None) -> dict:
@@ -134,13 +153,17 @@ def format_facts(facts: dict) -> str:
     rows += [
         ("path", facts["path"]),
         ("format", facts["format"]),
-        ("sha256", facts["sha256"]),
+        ("sha256", facts["sha256"] or "not computed (a directory)"),
         ("parameters", count(facts["parameters"])),
         ("step", count(facts["step"])),
         ("tokens seen", count(facts["tokens"])),
     ]
     if "val_bpb" in facts:
         rows.append(("val bits/byte", f"{facts['val_bpb']:.4f} (metrics.jsonl, step {facts['val_step']})"))
-    rows.append(("made with", ", ".join(f"{k} {v}" for k, v in facts["versions"].items())))
-    toml = config_to_toml(config_from_dict(facts["config"], validate=False))
-    return "".join(f"{key:<14}{value}\n" for key, value in rows) + "\n# config\n" + toml
+    if "data" in facts:
+        rows.append(("data", facts["data"]))
+    rows.append(("made with", ", ".join(f"{k} {v}" for k, v in facts["versions"].items()) or "not recorded"))
+    text = "".join(f"{key:<14}{value}\n" for key, value in rows)
+    if "config" not in facts:
+        return text
+    return text + "\n# config\n" + config_to_toml(config_from_dict(facts["config"], validate=False))

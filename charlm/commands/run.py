@@ -1,9 +1,10 @@
-"""``charlm run JOB [overrides] [--resume auto|PATH]``: train as the job says.
+"""``charlm run JOB [overrides] [--resume auto|PATH [--restart]]``: train as the job says.
 
 JOB is a job file or the name of a recipe (``charlm recipes``); an existing file wins.
 """
 
 from charlm.commands import add_job_arguments, load_job
+from charlm.errors import UsageError
 from charlm.recipes import lookup
 
 
@@ -15,17 +16,24 @@ def add_parser(sub):
         metavar="auto|PATH",
         help="continue from a checkpoint: 'auto' takes the newest good one in the run's checkpoints/",
     )
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="with --resume auto: when no checkpoint loads, set the damaged ones aside and start again from step 0",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if args.restart and args.resume != "auto":
+        raise UsageError("--restart goes with --resume auto")
+    job = load_job(args)
     recipe = lookup(args.job)
     if recipe is not None:
-        args.job = str(recipe.path)
-    job = load_job(args)
-    if recipe is not None:
         recipe.check_data(job.data.train, job.data.val)
+    from charlm.runlock import run_lock
     from charlm.train import train  # torch-heavy: imported only when training
 
-    train(job, resume=args.resume)
+    with run_lock(job.out_dir):  # before anything is written: one run per directory
+        train(job, resume=args.resume, restart=args.restart)
     return 0

@@ -18,8 +18,7 @@ from pathlib import Path, PurePosixPath
 
 import attrs
 
-from charlm.atomic import temp_beside
-from charlm.errors import CharLMError, UsageError
+from charlm import CharLMError, UsageError, temp_beside
 
 CHUNK_BYTES = 1 << 20
 DVC_LOGGERS = ("dvc", "dvc_data", "dvc_objects", "scmrepo")  # DVC and the libraries it logs failures through

@@ -1,3 +1,5 @@
 """ONNX export for CharLM (the ``onnx`` exporter): see ``charlm_onnx.exporter``."""
 
-__version__ = "0.1.0"
+import importlib.metadata
+
+__version__ = importlib.metadata.version("charlm-onnx")  # pyproject.toml is the one source

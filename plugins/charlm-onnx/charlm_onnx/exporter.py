@@ -150,3 +150,8 @@ class OnnxRunner(Runner):
         feed.update({f"state_{i}": s for i, s in enumerate(states)})
         logits, *states = self.decode.run(None, feed)
         return torch.from_numpy(logits), (states, pos + 1)
+
+
+def onnx_exporter(options) -> OnnxExporter:
+    """The ``onnx`` exporter's factory (it has no options)."""
+    return OnnxExporter()

@@ -1,3 +1,5 @@
 """charlm-ssm: Mamba-2 style state-space blocks for CharLM, added through the plugin registry."""
 
-__version__ = "0.1.0"
+import importlib.metadata
+
+__version__ = importlib.metadata.version("charlm-ssm")  # pyproject.toml is the one source
