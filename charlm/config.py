@@ -134,6 +134,12 @@ class LoggingConfig:
 
 
 @attrs.define
+class DistributedConfig:
+    strategy: Literal["ddp", "auto"] = "ddp"  # "auto": DDP (FSDP is not implemented yet)
+    timeout_s: float = attrs.field(default=600.0, validator=positive)  # a collective waits this long for a lost peer
+
+
+@attrs.define
 class JobConfig:
     out_dir: str = "runs/default"
     seed: int = 1337
@@ -153,6 +159,7 @@ class JobConfig:
     scheduler: Annotated[ComponentSpec, "scheduler"] = component("cosine")
     checkpoint: CheckpointConfig = attrs.Factory(CheckpointConfig)
     logging: LoggingConfig = attrs.Factory(LoggingConfig)
+    distributed: DistributedConfig = attrs.Factory(DistributedConfig)
 
     @property
     def max_time_s(self) -> float | None:

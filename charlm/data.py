@@ -248,9 +248,17 @@ class PackedDataset:
     the windows left over after the last full batch of an epoch are skipped that epoch.
     Batches are independent of the split's document boundaries: a window may span two
     documents, with the separator byte between them.
+
+    Batch ``k`` of all ranks together is windows ``[k * B * W, (k + 1) * B * W)`` of the
+    epoch's order, and an epoch holds a whole number of optimizer steps of ``accum_steps``
+    batches: so the windows of step ``s`` are the same for any world size that keeps the
+    global batch (``B * W * accum_steps``), and a saved position resumes on any such world.
     """
 
-    def __init__(self, split: Split | str | Path, seq_len: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self, split: Split | str | Path, seq_len: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+        accum_steps: int = 1,
+    ):
         self.split = split if isinstance(split, Split) else open_split(split)
         if seq_len < 1 or batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"bad PackedDataset shape: seq_len={seq_len} batch_size={batch_size} rank={rank} world_size={world_size}")
@@ -264,7 +272,8 @@ class PackedDataset:
         # grid by any of seq_len offsets: the bytes at window edges change between epochs.
         self.windows = windows - 1 if windows > 1 else windows
         self.slack = n_bytes - 1 - self.windows * seq_len
-        self.batches_per_epoch = self.windows // (batch_size * world_size)
+        self.step_windows = batch_size * world_size * accum_steps  # windows per optimizer step, all ranks
+        self.batches_per_epoch = self.windows // self.step_windows * accum_steps
         if self.batches_per_epoch == 0:
             raise CharLMError(
                 f"{self.split.path}: {n_bytes} bytes make {self.windows} windows of seq_len + 1 = {seq_len + 1} bytes, "
@@ -315,14 +324,20 @@ class PackedDataset:
             "batch_size": self.batch_size,
             "world_size": self.world_size,
             "windows": self.windows,
+            "step_windows": self.step_windows,
         }
 
     def _position_from_state(self, state: Mapping) -> tuple[int, int]:
-        saved = {key: state.get(key) for key in self.identity()}
-        if saved != self.identity():
-            diff = ", ".join(f"{key} {saved[key]} -> {value}" for key, value in self.identity().items() if saved[key] != value)
+        """The saved ``(epoch, batch)`` in this stream's batches: the world size and micro-batch may
+        differ when the global batch is the same (older positions lack ``step_windows``)."""
+        saved = {**self.identity(), **state}  # older positions lack step_windows: taken as this one's
+        changed = [key for key, value in self.identity().items() if saved[key] != value]
+        consumed = int(state["batch"]) * int(state["batch_size"]) * int(state["world_size"])  # windows, all ranks
+        batch, rest = divmod(consumed, self.batch_size * self.world_size)
+        if rest or set(changed) - {"batch_size", "world_size"}:
+            diff = ", ".join(f"{key} {saved[key]} -> {self.identity()[key]}" for key in changed)
             raise CharLMError(f"the saved data position belongs to another data stream ({diff}); it cannot be resumed exactly")
-        return int(state["epoch"]), int(state["batch"])
+        return int(state["epoch"]), batch
 
 
 class BatchLoader:

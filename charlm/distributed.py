@@ -1,16 +1,29 @@
-"""torchrun / torch.distributed set-up: one process per device, gradients averaged by DDP.
+"""torchrun / torch.distributed set-up: one process per device, and the few collectives the loop needs.
 
-Under ``torchrun`` the environment carries RANK, WORLD_SIZE and LOCAL_RANK; without it the
-job runs as a single process and nothing here touches torch.distributed.
+Under ``torchrun`` (or any launcher that sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and
+MASTER_PORT) the job joins a process group: gloo on CPU, nccl on CUDA. Without them it runs as
+a single process and nothing here touches torch.distributed.
+
+Every collective waits at most ``distributed.timeout_s`` for its peers: a rank that died or
+hangs makes the others fail with one line (``peer_failures``) instead of waiting forever.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
+import re
 
 import attrs
 import torch
 import torch.distributed as dist
+
+from charlm.errors import CharLMError, first_line
+
+
+class PeerLost(CharLMError):
+    """A collective failed or timed out: another process of the job died, hangs or cannot be reached."""
 
 
 @attrs.frozen
@@ -28,7 +41,7 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
+def init_distributed(device: torch.device, timeout_s: float = 600.0) -> tuple[DistInfo, torch.device]:
     """Join the process group when launched by torchrun; returns this process's device."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
@@ -38,8 +51,45 @@ def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        with peer_failures():
+            dist.init_process_group(
+                backend="nccl" if device.type == "cuda" else "gloo",
+                timeout=datetime.timedelta(seconds=timeout_s),
+            )
     return info, device
+
+
+@contextlib.contextmanager
+def peer_failures():
+    """Turn a failed or timed-out collective into ``PeerLost``: one line, exit 1."""
+    try:
+        yield
+    except dist.DistError as exc:
+        raise PeerLost(f"distributed: {_collective_failure(exc)}; another process of the job died or hangs") from None
+    except RuntimeError as exc:  # gloo reports a lost peer as a plain RuntimeError
+        if not _is_gloo_failure(exc):
+            raise
+        raise PeerLost(f"distributed: {_collective_failure(exc)}; another process of the job died or hangs") from None
+
+
+def _is_gloo_failure(exc: RuntimeError) -> bool:
+    message = str(exc)
+    return "gloo/" in message and any(word in message for word in ("Connection", "Timed out", "timed out", "error"))
+
+
+def _collective_failure(exc: BaseException) -> str:
+    """gloo's "[.../pair.cc:537] Read error [127.0.0.1]:61646: Connection reset by peer. This is..." -> its first sentence."""
+    line = re.sub(r"^\[[^\]]*\]\s*", "", first_line(exc))
+    return line.split(". ")[0][:200]
+
+
+def from_main(value, info: DistInfo):
+    """Rank 0's ``value`` on every rank: decisions that must be one (e.g. what is on disk)."""
+    if not info.enabled:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def all_reduce_mean(value: float, info: DistInfo, device: torch.device) -> float:
@@ -50,6 +100,15 @@ def all_reduce_mean(value: float, info: DistInfo, device: torch.device) -> float
     return t.item() / info.world_size
 
 
+def all_reduce_sum(value: float, info: DistInfo, device: torch.device) -> float:
+    """The float64 sum of ``value`` over ranks."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.item()
+
+
 def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
     """True on every rank when it is true on one (so all ranks stop together)."""
     if not info.enabled:
@@ -57,6 +116,13 @@ def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
     t = torch.tensor([int(flag)], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def shard(n: int, info: DistInfo) -> slice:
+    """This rank's contiguous share of ``n`` items; shares differ in size by at most one."""
+    base, extra = divmod(n, info.world_size)
+    start = info.rank * base + min(info.rank, extra)
+    return slice(start, start + base + (info.rank < extra))
 
 
 def barrier(info: DistInfo) -> None:

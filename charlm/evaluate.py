@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from charlm import distributed
+from charlm.distributed import DistInfo
 from charlm.errors import CharLMError, UsageError
 
 
@@ -126,12 +128,14 @@ def evaluate_bpb(
     max_bytes: int | None = None,
     progress: bool = False,
     amp_dtype: torch.dtype | None = None,
+    dist: DistInfo | None = None,
 ) -> EvalResult:
     """Bits per byte of ``model`` on ``tokens`` (the first ``max_bytes`` of them when given).
 
     ``stride`` defaults to ``seq_len // 2``; the model's train/eval mode is restored after.
     ``amp_dtype`` (e.g. ``torch.bfloat16``) runs the forward under autocast; the loss is
-    always summed in float64.
+    always summed in float64. Under torchrun (``dist``) every rank scores its share of the
+    windows and the float64 sums are added: the same figure as one process.
     """
     tokens = as_tokens(tokens)
     if max_bytes is not None:
@@ -146,6 +150,8 @@ def evaluate_bpb(
         raise UsageError(f"stride must be in [1, seq_len={seq_len}], got {stride}")
 
     plan = np.array(window_plan(n, seq_len, stride), dtype=np.int64)
+    dist = dist or DistInfo()
+    plan = plan[distributed.shard(len(plan), dist)]
     bar = _progress_bar(len(plan)) if progress else None
     t0 = time.perf_counter()
     try:
@@ -155,6 +161,7 @@ def evaluate_bpb(
     finally:
         if bar is not None:
             bar.close()
+    nats = distributed.all_reduce_sum(nats, dist, torch.device(device) if device is not None else next(model.parameters()).device)
     seconds = time.perf_counter() - t0
     scored_bytes = n - 1
     nats_per_byte = nats / scored_bytes

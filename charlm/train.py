@@ -38,14 +38,14 @@ class Trainer:
         if job.data.train is None:
             raise ConfigError("data.train: the path of a training split (.bin) is required to train")
         check_trackers(job.logging)
-        self.dist, self.device = distributed.init_distributed(resolve_device(job.device))
+        self.dist, self.device = distributed.init_distributed(resolve_device(job.device), job.distributed.timeout_s)
         self.out_dir = Path(job.out_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.accum = job.grad_accum_steps(self.dist.world_size)
         self.versions = plugin_versions(job)
 
         self.train_data = PackedDataset(
-            job.data.train, job.seq_len, job.micro_batch_size, job.seed, self.dist.rank, self.dist.world_size
+            job.data.train, job.seq_len, job.micro_batch_size, job.seed, self.dist.rank, self.dist.world_size, self.accum
         )
         validates = job.logging.eval_every > 0 or job.logging.final_eval
         self.val_split = open_split(job.data.val) if job.data.val and validates else None
@@ -62,7 +62,9 @@ class Trainer:
         self.state = TrainState()
         self.resume_notes: list[str] = []  # what the resume passed over or changed, for train.log
         self.resumed_from = self._resume(resume, restart) if resume else None
-        if not resume and ((self.out_dir / "metrics.jsonl").exists() or ckpt.checkpoint_files(self.ckpt_dir)):
+        holds_run = not resume and ((self.out_dir / "metrics.jsonl").exists() or ckpt.checkpoint_files(self.ckpt_dir))
+        # rank 0's verdict, and a rendezvous: no rank looks after rank 0 has begun to write
+        if distributed.from_main(bool(holds_run), self.dist):
             raise UsageError(f"{self.out_dir} already holds a run; continue it with --resume auto, or set another out_dir")
         self.batches = self.train_data.loader(num_workers=job.data.num_workers, start=self.state.data)
         # metrics.jsonl keeps the steps up to the one resumed from: replayed steps are logged once
@@ -212,8 +214,11 @@ class Trainer:
         job, state = self.job, self.state
         self.save()
         result = {"step": state.step, "elapsed_s": state.elapsed_s}
-        if self.val_split is not None and job.logging.final_eval and self.dist.is_main:
-            res = evaluate_bpb(self.model, self.val_split.tokens, job.seq_len, job.seq_len, job.micro_batch_size, self.device)
+        if self.val_split is not None and job.logging.final_eval:
+            res = evaluate_bpb(
+                self.model, self.val_split.tokens, job.seq_len, job.seq_len, job.micro_batch_size, self.device,
+                dist=self.dist,
+            )
             self.log.record({"step": state.step, "val_bpb": res.bpb, "val_bytes": res.bytes_scored, "split": "full"})
             where = f"the whole split ({res.bytes_scored:,} bytes, stride {job.seq_len})"
             self.log.line(f"final: step {state.step} | val_bpb {res.bpb:.4f} on {where}")
@@ -227,11 +232,12 @@ class Trainer:
 
 
 def train(job: JobConfig, resume: str | None = None, restart: bool = False) -> dict:
-    trainer = Trainer(job, resume=resume, restart=restart)
-    try:
-        result = trainer.run()
-        # ranks leave together: gloo aborts a process that tears down while a peer still works
-        distributed.barrier(trainer.dist)
-        return result
-    finally:
-        trainer.close()
+    with distributed.peer_failures():
+        trainer = Trainer(job, resume=resume, restart=restart)
+        try:
+            result = trainer.run()
+            # ranks leave together: gloo aborts a process that tears down while a peer still works
+            distributed.barrier(trainer.dist)
+            return result
+        finally:
+            trainer.close()

@@ -94,7 +94,7 @@ class TrainState:
 # Everything else (model, data, optimizer, schedule, precision, batch, seed, grad_clip...)
 # would make the continued run a different run from the one the checkpoint started.
 SAFE_KEYS = ("max_steps", "max_time", "out_dir", "device", "compile", "on_nonfinite", "data.num_workers")
-SAFE_TABLES = ("logging.", "checkpoint.")
+SAFE_TABLES = ("logging.", "checkpoint.", "distributed.")  # distributed: how, not what, is computed
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:

@@ -1,9 +1,8 @@
-"""Training: loss goes down, accumulation, exact resume, signals, non-finite losses, torchrun."""
+"""Training: loss goes down, accumulation, exact resume, signals, non-finite losses (torchrun: test_distributed)."""
 
 import importlib.util
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -215,21 +214,6 @@ def test_plot_draws_a_png(corpus, tmp_path):
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     missing = cli("plot", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "no metrics.jsonl" in missing.stderr
-
-
-def test_torchrun_two_processes(corpus, tmp_path):
-    job = write_job(corpus, tmp_path, max_steps=4, **{"logging.final_eval": "false"})
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "charlm", "run", str(job)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "world size 2" in proc.stdout
-    payload = load_checkpoint(tmp_path / "run/checkpoints/last.pt")
-    assert payload["step"] == 4 and payload["data"]["world_size"] == 2
-    # each step consumed one micro-batch per rank: twice the tokens of one process
-    assert metrics(tmp_path / "run")[-1]["tokens"] == 4 * 2 * 8 * 32
 
 
 def test_a_fresh_run_never_overwrites_an_old_one(corpus, tmp_path):

@@ -28,6 +28,8 @@ def add_parser(sub):
 def run_eval(args) -> int:
     import torch
 
+    from charlm import distributed
+    from charlm.config import resolve_device
     from charlm.data import open_split, verify_split
     from charlm.errors import UsageError
     from charlm.evaluate import as_tokens, compressor_bpb, evaluate_bpb
@@ -39,7 +41,9 @@ def run_eval(args) -> int:
     if args.max_bytes is not None and args.max_bytes < 2:
         raise UsageError(f"--max-bytes must be >= 2, got {args.max_bytes}")
     verify_split(args.data, full=True)  # a flipped byte would otherwise skew the figure silently
-    runner = load_runner(args.checkpoint, args.device)
+    # under torchrun every rank scores its share of the windows; rank 0 reports the sum
+    dist, device = distributed.init_distributed(resolve_device(args.device))
+    runner = load_runner(args.checkpoint, device)
     seq_len = runner.max_len
     model = getattr(runner, "model", None)  # adaptation trains: it needs the model, not a runner's forward
     if args.adapt is not None and not isinstance(model, torch.nn.Module):
@@ -47,15 +51,20 @@ def run_eval(args) -> int:
     if args.stride is not None and not 1 <= args.stride <= seq_len:
         raise UsageError(f"--stride must be in [1, {seq_len}] (the model's context), got {args.stride}")
     tokens = as_tokens(open_split(args.data).tokens)[: args.max_bytes]
-    result = evaluate_bpb(
-        RunnerModule(runner),
-        tokens,
-        seq_len,
-        stride=args.stride,
-        batch_size=args.batch_size,
-        device=runner.device,
-        progress=sys.stderr.isatty() and not args.json,
-    )
+    with distributed.peer_failures():
+        result = evaluate_bpb(
+            RunnerModule(runner),
+            tokens,
+            seq_len,
+            stride=args.stride,
+            batch_size=args.batch_size,
+            device=runner.device,
+            progress=sys.stderr.isatty() and not args.json and dist.is_main,
+            dist=dist,
+        )
+        distributed.shutdown(dist)
+    if not dist.is_main:
+        return 0
     baselines = {} if args.no_baselines else compressor_bpb(tokens.tobytes())
     stride = args.stride or seq_len // 2
     adaptive = None if args.adapt is None else adaptive_report(model, tokens, seq_len, args.adapt)
