@@ -17,7 +17,7 @@ PROMPT ?= ROMEO.
 FORMAT ?= int8
 EXPORT_OUT ?= $(RUN)/model.$(FORMAT)
 
-.PHONY: setup test soak demo data-pull train eval sample export info bench clean
+.PHONY: setup lint test soak demo data-pull train eval sample export info bench clean
 
 $(STAMP): pyproject.toml $(PLUGINS)
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,10 @@ $(STAMP): pyproject.toml $(PLUGINS)
 
 setup: $(STAMP)
 
-test: setup
+lint: setup
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 # The reliability harness at full scale (>= 10,000 fuzz cases, 200 SIGKILLs): a summary table.

@@ -15,14 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from generate_speed import micro_job  # bench/ is on sys.path when run as a script
 
 from charlm.evaluate import evaluate_bpb
 from charlm.generate import LanguageModel
 from charlm.loading import load_model
 from charlm.model import ByteLM
 from charlm.runners import ModelRunner
-
-from generate_speed import micro_job  # bench/ is on sys.path when run as a script
 
 
 def main() -> None:

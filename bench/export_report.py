@@ -34,9 +34,9 @@ from charlm.checkpoint import save_checkpoint
 from charlm.config import load_config, to_dict
 from charlm.export import export, greedy_decode
 from charlm.model import ByteLM
-from charlm.runners import ModelRunner
 from charlm.quantize import Int8Linear, quantize
 from charlm.registry import get_registry
+from charlm.runners import ModelRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 MICRO = ROOT / "charlm" / "recipes" / "micro.toml"
@@ -119,7 +119,8 @@ def matmul_table(checkpoint: Path) -> list[str]:
         layer = Int8Linear(in_f, out_f, bias=False, group_size=0)
         layer.load_state_dict({"qweight": q, "scale": scale})
         x = torch.randn(1, in_f)
-        times = [_time(lambda: F.linear(x, w)), _time(lambda: layer(x)), _time(lambda: torch._weight_int8pack_mm(x, q, scale[:, 0]))]
+        times = [_time(lambda x=x, w=w: F.linear(x, w)), _time(lambda x=x, layer=layer: layer(x)),
+                 _time(lambda x=x, q=q, scale=scale: torch._weight_int8pack_mm(x, q, scale[:, 0]))]
         rows.append(f"{str([out_f, in_f]):<18} " + " ".join(f"{t:>12.1f}" for t in times[:2]) + f" {times[2]:>20.1f}")
     return rows
 

@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import torch
-
 import data_throughput
 import export_report
 import generate_speed
+import torch
 import train_throughput
+
 from charlm.config import load_config
 from charlm.data import open_split
 from charlm.evaluate import evaluate_bpb

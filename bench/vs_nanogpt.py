@@ -160,7 +160,7 @@ def main() -> None:
                 step_s[name] += side.train(NANO_CPU, args.steps, "train")[args.skip :]
         train_rate = {name: tokens / statistics.median(times) for name, times in step_s.items()}
 
-        for name, side in sides.items():  # a checkpoint at 10.7M for sampling
+        for side in sides.values():  # a checkpoint at 10.7M for sampling
             side.train(SHAPES["10.7M"], 1, "big")
         few, many = args.sample_bytes
         sample_rate = {}

@@ -14,9 +14,9 @@ from __future__ import annotations
 import inspect
 import os
 import re
-import sys
+import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import attrs
 import tomli_w
@@ -24,11 +24,6 @@ import tomli_w
 from charlm.errors import ConfigError
 from charlm.structure import ComponentSpec, of_kind, structure, unstructure
 from charlm.validators import non_negative, positive
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 MAX_NGRAM_BUCKETS = 1 << 24  # rows of one n-gram table: keeps charlm/ngram.py's int64 hash exact
 
@@ -147,7 +142,7 @@ class JobConfig:
     micro_batch_size: int = attrs.field(default=16, validator=positive)
     batch_size_tokens: int | None = attrs.field(default=None, validator=positive)  # None: no accumulation
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    compile: Union[bool, Literal["auto"]] = False
+    compile: bool | Literal["auto"] = False
     device: str = "auto"
     max_steps: int | None = attrs.field(default=None, validator=positive)
     max_time: str | None = attrs.field(default=None, validator=_duration)

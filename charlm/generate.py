@@ -22,7 +22,7 @@ and any exporter's artefact sample alike (``charlm.loading.load_model``).
 from __future__ import annotations
 
 import codecs
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import attrs
 import torch

@@ -131,7 +131,7 @@ class Exporter(Protocol):
         Decide by content (a header, a marker file), cheaply, and never raise."""
         ...
 
-    def load(self, path: Path, device: torch.device) -> "Runner":
+    def load(self, path: Path, device: torch.device) -> Runner:
         """Read ``path`` back, as the format's users would: a ``Runner`` (``charlm.runners.ModelRunner``
         wraps a ``ByteLM``, ``charlm.runners.SequenceRunner`` any full-sequence forward)."""
         ...

@@ -27,7 +27,8 @@ import importlib.util
 import inspect
 import os
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 import pluggy

@@ -56,10 +56,10 @@ class SequenceRunner(Runner):
     """A full-sequence forward ``idx [B, T] -> logits [B, T, 256]``; decoding (the base class's
     ``start``/``step``) re-runs the whole window at every byte."""
 
-    def __init__(self, forward, max_len: int, device: torch.device = torch.device("cpu")):
+    def __init__(self, forward, max_len: int, device: torch.device | None = None):
         self.forward = forward
         self.max_len = max_len
-        self.device = device
+        self.device = device if device is not None else torch.device("cpu")
 
     @torch.inference_mode()
     def logits(self, idx: torch.Tensor) -> torch.Tensor:

@@ -278,9 +278,9 @@ def _check_state_size(model: ByteLM, idx: torch.Tensor, max_len: int) -> None:
             )
             continue
         sizes = {
-            "init_state(max_len=%d)" % (max_len // 2): _state_bytes(small[i]),
-            "init_state(max_len=%d)" % (4 * max_len): _state_bytes(large[i]),
-            "after %d bytes" % (max_len // 2): _state_bytes(after[i]),
+            f"init_state(max_len={max_len // 2})": _state_bytes(small[i]),
+            f"init_state(max_len={4 * max_len})": _state_bytes(large[i]),
+            f"after {max_len // 2} bytes": _state_bytes(after[i]),
         }
         assert len(set(sizes.values())) == 1, (
             f"layer {i} ({type(block).__name__}) has max_context None but its state size changes: {sizes}"

@@ -1,5 +1,6 @@
 """Checkpoints: atomic writes, CRC-checked weights-only loads, retention, the newest good one."""
 
+import pickle
 import zipfile
 
 import pytest
@@ -69,7 +70,7 @@ def test_code_in_a_checkpoint_is_refused(tmp_path):
 def test_a_failed_save_keeps_the_previous_file(tmp_path):
     path = tmp_path / "last.pt"
     save_checkpoint(path, payload(1.0))
-    with pytest.raises(Exception):
+    with pytest.raises((pickle.PicklingError, AttributeError)):  # which one depends on the pickler
         save_checkpoint(path, {**payload(5.0), "bad": lambda: None})  # cannot be pickled
     assert torch.equal(load_checkpoint(path)["model"]["w"], torch.full((64, 64), 1.0))
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]

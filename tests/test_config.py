@@ -1,9 +1,9 @@
 """Job config: strict structuring, every validation rule, overrides, TOML/YAML, show round-trip."""
 
 import copy
-import tomllib
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest

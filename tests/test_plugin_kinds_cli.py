@@ -9,15 +9,15 @@ import sys
 
 import pytest
 import torch
+from test_registry import make_distribution
 
 import charlm
 from charlm import registry as registry_module
 from charlm.checkpoint import save_checkpoint
-from charlm.config import config_from_dict, to_dict
 from charlm.cli import main
+from charlm.config import config_from_dict, to_dict
 from charlm.data import SplitWriter
 from charlm.model import ByteLM
-from test_registry import make_distribution
 
 PLUGIN = """
     import json

@@ -4,12 +4,12 @@ import json
 
 import pytest
 import torch
+from test_train import corpus, make_job, metrics, train_losses, write_job  # noqa: F401  (corpus: a fixture)
 
 from charlm.checkpoint import FORMAT, load_checkpoint
 from charlm.cli import main
 from charlm.train import train
 from charlm.train_state import PAYLOAD_KEYS
-from test_train import corpus, make_job, metrics, train_losses, write_job  # noqa: F401  (corpus: a fixture)
 
 # What `charlm run` has written since checkpoint format version 1 was released.
 VERSION_1_KEYS = {"format", "format_version", "model", "optimizer", "step", "data", "elapsed_s", "tokens", "rng", "config", "versions"}

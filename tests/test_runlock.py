@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from tomli_w import dumps as dumps_toml
 
 from charlm.prepare import prepare
 from charlm.runlock import RunLocked, run_lock
-from tomli_w import dumps as dumps_toml
 
 
 @pytest.fixture(scope="module")

@@ -82,12 +82,12 @@ def find_recipes() -> dict[str, Recipe]:
         try:
             files = _recipe_files(importlib.resources.files(package) / "recipes")
         except Exception as exc:  # a broken plugin must not hide the other recipes
-            warnings.warn(f"recipes of {dist} ({package}) not read: {type(exc).__name__}: {exc}", PluginLoadWarning)
+            warnings.warn(f"recipes of {dist} ({package}) not read: {type(exc).__name__}: {exc}", PluginLoadWarning, stacklevel=2)
             continue
         for path in files:
             if path.stem in recipes:
                 other = recipes[path.stem].distribution
-                warnings.warn(f"recipe {path.stem!r} of {dist} ignored: {other} ships one of that name", PluginLoadWarning)
+                warnings.warn(f"recipe {path.stem!r} of {dist} ignored: {other} ships one of that name", PluginLoadWarning, stacklevel=2)
                 continue
             recipes[path.stem] = read_recipe(path, dist)
     return recipes

@@ -25,10 +25,10 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
+from tomli_w import dumps as dumps_toml
 
 from charlm.cli import main
 from charlm.registry import DISABLE_ENV
-from tomli_w import dumps as dumps_toml
 
 WORDS = b"the king is dead long live the queen and all her men shall sing of love and war".split()
 CASE_TIMEOUT_S = 30.0
