@@ -13,7 +13,7 @@ import sys
 import warnings
 
 from charlm import __version__
-from charlm.errors import CharLMError, UsageError
+from charlm.errors import CharLMError, UsageError, one_line
 from charlm.registry import DISABLE_ENV, PluginLoadWarning
 
 COMMANDS = ["run", "recipes", "eval", "generate", "export", "info", "data", "compress", "list_plugins", "config", "plot"]
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ[DISABLE_ENV] = ",".join(sorted(names))
         return args.func(args) or 0
     except CharLMError as exc:
-        print(f"{exc.prefix}: {exc}", file=sys.stderr)
+        print(f"{exc.prefix}: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

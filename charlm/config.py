@@ -272,6 +272,27 @@ def component_specs(job: JobConfig):
 # ---------------------------------------------------------------- loading
 
 
+MAX_NESTING = 32  # far deeper than any job; keeps parsers and structuring clear of Python's recursion limit
+
+
+def parse_nested(parse, text: str, where: str):
+    """``parse(text)``, refusing documents nested deeper than ``MAX_NESTING`` (or cyclic YAML aliases)."""
+    too_deep = ConfigError(f"{where}: nested too deeply (more than {MAX_NESTING} levels of tables or arrays)")
+    try:
+        data = parse(text)
+    except RecursionError:
+        raise too_deep from None
+    stack = [(data, 0)]
+    while stack:  # iterative: the check itself must not recurse
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        for child in children:
+            if depth == MAX_NESTING:
+                raise too_deep
+            stack.append((child, depth + 1))
+    return data
+
+
 def read_config_file(path: str | Path) -> dict:
     path = Path(path)
     try:
@@ -284,9 +305,9 @@ def read_config_file(path: str | Path) -> dict:
         try:
             import yaml
         except ImportError:
-            raise ConfigError(f"{path}: YAML configs need PyYAML (pip install 'charlm[yaml]')") from None
+            raise ConfigError(f"{path}: YAML configs need PyYAML (pip install 'charlm-toolkit[yaml]')") from None
         try:
-            data = yaml.safe_load(text)
+            data = parse_nested(yaml.safe_load, text, str(path))
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: invalid YAML: {exc}".replace("\n", " ")) from None
         data = {} if data is None else data
@@ -294,7 +315,7 @@ def read_config_file(path: str | Path) -> dict:
             raise ConfigError(f"{path}: the top level must be a mapping")
         return data
     try:
-        return tomllib.loads(text)
+        return parse_nested(tomllib.loads, text, str(path))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
 
@@ -306,7 +327,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not all(k.strip() for k in keys):
         raise ConfigError(f"override {text!r}: expected dotted.key=value, e.g. model.n_layer=4")
     try:
-        value = tomllib.loads(f"v = {raw}")["v"]
+        value = parse_nested(tomllib.loads, f"v = {raw}", f"override {key.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
     return [k.strip() for k in keys], value

@@ -27,6 +27,12 @@ class PluginError(UsageError):
     prefix = "plugin error"
 
 
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped (``\\n``, ``\\x1d``):
+    a message that quotes user input (a key, a path) still prints as one line."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def first_line(exc: BaseException) -> str:
     """``exc`` as one line: its message's first line (torch's run to pages), or its type's name.
 

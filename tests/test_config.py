@@ -222,3 +222,27 @@ def test_toml_round_trip_of_every_latin1_character_and_more(tmp_path):
 )
 def test_non_finite_and_out_of_range_numbers_name_the_key(changes, expected):
     assert error_of(job(**changes)) == expected
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("deep.toml", "seed = " + "[" * 5000 + "1" + "]" * 5000),  # past the TOML parser's recursion
+        ("deep-tables.toml", "seed = " + "{a = " * 40 + "1" + "}" * 40),  # parses, but deeper than any job
+        ("cycle.yaml", "a: &x [*x]\n"),  # a YAML alias that contains itself
+    ],
+)
+def test_nesting_past_the_limit_is_one_config_error(tmp_path, capsys, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    assert main(["config", "validate", str(path)]) == 2
+    assert capsys.readouterr().err == f"config error: {path}: nested too deeply (more than 32 levels of tables or arrays)\n"
+    override = "seed=" + "[" * 2000 + "]" * 2000
+    assert main(["config", "validate", "charlm/recipes/micro.toml", override]) == 2
+    assert capsys.readouterr().err.startswith("config error: override seed: nested too deeply")
+
+
+def test_an_error_quoting_a_key_with_line_breaks_stays_one_line(capsys):
+    assert main(["config", "validate", "charlm/recipes/micro.toml", "a\nb\u2028c=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("config error: a\\nb\\u2028c: unknown key")
