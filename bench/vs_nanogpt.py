@@ -155,16 +155,16 @@ def main() -> None:
 
         tokens = BATCH * NANO_CPU["block_size"]
         step_s = {name: [] for name in sides}
-        for _ in range(args.rounds):
+        for i in range(args.rounds):  # a fresh out_dir per run: CharLM refuses to overwrite a run
             for name, side in sides.items():
-                step_s[name] += side.train(NANO_CPU, args.steps, "train")[args.skip :]
+                step_s[name] += side.train(NANO_CPU, args.steps, f"train{i}")[args.skip :]
         train_rate = {name: tokens / statistics.median(times) for name, times in step_s.items()}
 
         for side in sides.values():  # a checkpoint at 10.7M for sampling
             side.train(SHAPES["10.7M"], 1, "big")
         few, many = args.sample_bytes
         sample_rate = {}
-        for shape, out in zip(SHAPES, ("train", "big")):
+        for shape, out in zip(SHAPES, ("train0", "big")):
             rates = {name: [] for name in sides}
             for _ in range(args.rounds):
                 for name, side in sides.items():
