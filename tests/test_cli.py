@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from charlm.cli import COMMANDS
+from helpers import charlm_subprocess as charlm  # a real process: startup is what these tests are about
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = ROOT / "charlm" / "recipes" / "micro.toml"
@@ -24,10 +25,6 @@ if "torch" in sys.modules:
     sys.exit("torch was imported")
 sys.exit(code)
 """
-
-
-def charlm(*args, cwd=ROOT, env=None):
-    return subprocess.run([sys.executable, "-m", "charlm", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
 
 
 @pytest.mark.parametrize("args", [
