@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from helpers import write_corpus
+from helpers import fit_text, write_corpus
 
 TEXT = b"the quick brown fox jumps over the lazy dog. "
 
@@ -34,15 +33,7 @@ def checkpoint(tmp_path_factory) -> Path:
     model_keys = {"d_model": 64, "n_layer": 2, "n_head": 4, "n_kv_head": 2, "tie_embeddings": False}
     job = config_from_dict({"seq_len": 32, "max_steps": 1, "model": model_keys})
     model = ByteLM(job.model, max_len=job.seq_len)
-    data = torch.tensor(list(TEXT * 40))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(40):
-        starts = torch.randint(0, len(data) - 33, (8,))
-        batch = torch.stack([data[s : s + 33] for s in starts])
-        loss = F.cross_entropy(model(batch[:, :-1])[0].flatten(0, 1), batch[:, 1:].flatten())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    fit_text(model, TEXT * 40, steps=40, batch=8, lr=3e-3)
     path = tmp_path_factory.mktemp("checkpoint") / "last.pt"
     save_checkpoint(path, {"model": model.state_dict(), "config": to_dict(job)})
     return path

@@ -77,6 +77,23 @@ def write_job(corpus: Path, tmp_path: Path, name: str = "job.toml", **overrides)
     return path
 
 
+def fit_text(model, text: bytes, steps: int, batch: int, lr: float) -> None:
+    """Train ``model`` briefly on windows of ``text`` (its ``max_len`` long), so that its
+    logits are far from uniform: a real model for generation and export tests, in a second."""
+    import torch.nn.functional as F
+
+    data = torch.tensor(list(text))
+    window = model.max_len
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    for _ in range(steps):
+        starts = torch.randint(0, len(data) - window - 1, (batch,))
+        chunk = torch.stack([data[s : s + window + 1] for s in starts])
+        loss = F.cross_entropy(model(chunk[:, :-1])[0].flatten(0, 1), chunk[:, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
 def metrics(out_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
 

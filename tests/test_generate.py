@@ -5,7 +5,6 @@ import io
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import charlm
 from charlm.checkpoint import save_checkpoint
@@ -14,7 +13,7 @@ from charlm.errors import CharLMError, UsageError
 from charlm.generate import SINK_BYTES, LanguageModel, StopScanner, Utf8Writer, Window, build_sampler, sample_tokens
 from charlm.model import ByteLM
 from charlm.runners import ModelRunner
-from helpers import charlm_main
+from helpers import charlm_main, fit_text
 
 WINDOW = 32  # the trained seq_len, so the default max_context_tokens
 TEXT = b"the quick brown fox jumps over the lazy dog. "
@@ -32,16 +31,7 @@ def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     job = make_job()
     model = ByteLM(job.model, job.seq_len)
-    data = torch.tensor(list(TEXT * 20))
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
-    for _ in range(40):  # half-trained: the text depends on its context, yet is no noise
-        ix = torch.randint(0, len(data) - WINDOW - 1, (16,))
-        x = torch.stack([data[i : i + WINDOW] for i in ix])
-        y = torch.stack([data[i + 1 : i + WINDOW + 1] for i in ix])
-        loss = F.cross_entropy(model(x)[0].reshape(-1, 256), y.reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    fit_text(model, TEXT * 20, steps=40, batch=16, lr=5e-3)  # half-trained: the text depends on its context, yet is no noise
     path = tmp_path_factory.mktemp("gen") / "ck.pt"
     save_checkpoint(path, {"model": model.state_dict(), "config": to_dict(job)})
     return path
