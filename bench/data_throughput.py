@@ -2,8 +2,8 @@
 
 prepare packs a generated corpus (200 MB of text files by default, plus a JSONL corpus a
 quarter that size) in a temporary directory, removed afterwards. The loader reads the
-packed split at the micro config's shape (charlm/recipes/micro.toml's seq_len and
-micro_batch_size, else 128 x 16). Targets: prepare >= 100 MB/s; the loader >= 20x the
+packed split at the micro job's shape (charlm/recipes/micro.toml's seq_len and
+micro_batch_size). Targets: prepare >= 100 MB/s; the loader >= 20x the
 rate a training step consumes batches (a micro step takes roughly 0.1 s: >= 200 batches/s).
 
     python bench/data_throughput.py [--mb 200] [--batches 3000]
@@ -18,24 +18,16 @@ import shutil
 import sys
 import tempfile
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
+from common import MICRO_NAME, micro_job  # bench/ is on sys.path when run as a script
 
 from charlm.data import PackedDataset
 from charlm.prepare import prepare
 
-MICRO = Path(__file__).resolve().parent.parent / "charlm" / "recipes" / "micro.toml"
 STEP_SECONDS = 0.1  # a micro training step, roughly
 FILE_BYTES = 1_000_000
-
-
-def micro_shape() -> tuple[int, int, str]:
-    if MICRO.is_file():
-        job = tomllib.loads(MICRO.read_text())
-        return job.get("seq_len", 128), job.get("micro_batch_size", 16), "charlm/recipes/micro.toml"
-    return 128, 16, "default micro shape"
 
 
 def pseudo_text(rng: np.random.Generator, n: int) -> bytes:
@@ -84,7 +76,8 @@ def main() -> int:
     parser.add_argument("--mb", type=int, default=200, help="size of the generated text-file corpus")
     parser.add_argument("--batches", type=int, default=3000, help="batches timed per loader row")
     args = parser.parse_args()
-    seq_len, batch, shape = micro_shape()
+    job = micro_job()
+    seq_len, batch = job.seq_len, job.micro_batch_size
 
     root = Path(tempfile.mkdtemp(prefix="charlm-bench-data-"))
     try:
@@ -102,7 +95,7 @@ def main() -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    print(f"data throughput ({shape}; python {sys.version.split()[0]})")
+    print(f"data throughput ({MICRO_NAME}; python {sys.version.split()[0]})")
     print(f"{'what':<48} {'seconds':>8} {'rate':>18}  {'target':<18} ok")
     for what, seconds, rate, target, ok in rows:
         print(f"{what:<48} {seconds:>8.2f} {rate:>18}  {target:<18} {'-' if ok is None else 'yes' if ok else 'NO'}")

@@ -1,6 +1,6 @@
 """Evaluation speed: bytes/s of ``evaluate_bpb`` (what ``charlm eval`` runs) per stride and batch size.
 
-Scores the val split of charlm/recipes/micro.toml when it exists, else random bytes, with a
+Scores the val split of charlm/recipes/micro.toml when it has been pulled, else random bytes, with a
 checkpoint when one is given, else the micro shape with random weights (speed does not
 depend on training). A smaller stride scores the same bytes with more overlap, so it costs
 about ``seq_len / stride`` times more forward passes. Timings on a shared machine are noisy.
@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from generate_speed import micro_job  # bench/ is on sys.path when run as a script
+from common import add_threads_flag, micro_model, use_threads  # bench/ is on sys.path when run as a script
 
 from charlm.evaluate import evaluate_bpb
 from charlm.generate import LanguageModel
 from charlm.loading import load_model
-from charlm.model import ByteLM
 from charlm.runners import ModelRunner
 
 
@@ -30,17 +29,15 @@ def main() -> None:
     parser.add_argument("--data", help="a .bin split (default: the micro job's val split, else random bytes)")
     parser.add_argument("--max-bytes", type=int, default=65536)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    add_threads_flag(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    use_threads(args.threads)
 
     if args.checkpoint:
         lm = load_model(args.checkpoint, "cpu")
     else:
-        torch.manual_seed(0)
-        job, _ = micro_job()
-        lm = LanguageModel(ModelRunner(ByteLM(job.model, job.seq_len), job))
+        job, model = micro_model()
+        lm = LanguageModel(ModelRunner(model, job))
     data = args.data or lm.config.data.val
     if data and Path(data).is_file():
         from charlm.data import open_split

@@ -28,18 +28,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import MICRO, add_threads_flag, micro_model, use_threads  # bench/ is on sys.path when run as a script
 
 from charlm.artifact import load_artifact
 from charlm.checkpoint import save_checkpoint
-from charlm.config import load_config, to_dict
+from charlm.config import to_dict
 from charlm.export import export, greedy_decode
-from charlm.model import ByteLM
 from charlm.quantize import Int8Linear, quantize
 from charlm.registry import get_registry
 from charlm.runners import ModelRunner
 
 ROOT = Path(__file__).resolve().parent.parent
-MICRO = ROOT / "charlm" / "recipes" / "micro.toml"
 FORMATS = [("int8", {}), ("int8", {"group_size": 32}), ("safetensors", {}), ("safetensors", {"dtype": "bf16"}),
            ("torch-export", {}), ("torchscript", {}), ("onnx", {})]
 
@@ -48,9 +47,7 @@ def micro_checkpoint(work: Path, args) -> tuple[Path, str]:
     if args.checkpoint:
         return Path(args.checkpoint), args.checkpoint
     if args.random:
-        job = load_config(MICRO, ['device="cpu"'])
-        torch.manual_seed(0)
-        model = ByteLM(job.model, max_len=job.seq_len)
+        job, model = micro_model()
         for p in model.parameters():  # zero-initialised projections and head would give uniform logits
             if p.ndim == 2 and not p.any():
                 torch.nn.init.normal_(p, std=0.02)
@@ -144,9 +141,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="training steps when no checkpoint is given")
     parser.add_argument("--random", action="store_true", help="random weights instead of training")
     parser.add_argument("--rounds", type=int, default=5, help="alternating decode rounds")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (batch-1 decode of a small model: 1)")
+    add_threads_flag(parser, default=1)  # batch-1 decode of a small model: one thread is fastest
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     data = args.data if Path(args.data).is_file() else None
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

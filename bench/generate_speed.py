@@ -1,7 +1,7 @@
 """Generation speed: bytes/s for 256, 1024 and 4096 new bytes, cached vs uncached, batch 1 and 8.
 
-The model is the micro shape (charlm/recipes/micro.toml when present, else 4 layers, d_model 128,
-4 heads, 2 kv heads, seq_len 128) with random weights: speed does not depend on training.
+The model is the micro shape (charlm/recipes/micro.toml) with random weights: speed does not
+depend on training.
 "uncached" re-runs the full forward over the window for every byte; "compiled" is the
 cached path with a ``torch.compile``d decode step (its compile time is reported apart).
 The context window is the trained seq_len with the default ``recompute`` policy, so long
@@ -14,28 +14,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
+from common import MICRO_NAME, add_threads_flag, micro_model, use_threads  # bench/ is on sys.path when run as a script
 
-from charlm.config import config_from_dict, load_config
 from charlm.generate import LanguageModel, build_sampler, sample_tokens
-from charlm.model import ByteLM
 from charlm.runners import ModelRunner
 
-MICRO = Path(__file__).resolve().parent.parent / "charlm" / "recipes" / "micro.toml"
-FALLBACK = {
-    "max_steps": 1,
-    "seq_len": 128,
-    "model": {"d_model": 128, "n_layer": 4, "n_head": 4, "n_kv_head": 2},
-}
 PROMPT = b"ROMEO.\nBut soft, what light through yonder window breaks?\n"
-
-
-def micro_job():
-    if MICRO.is_file():
-        return load_config(MICRO, ["device=\"cpu\""]), str(MICRO)
-    return config_from_dict(FALLBACK), "built-in micro shape"
 
 
 def run(runner: ModelRunner, new: int, batch: int, cache: bool) -> float:
@@ -54,16 +40,13 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--compile", action="store_true", help="also time a torch.compile'd decode step")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    add_threads_flag(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    use_threads(args.threads)
 
-    torch.manual_seed(0)
-    job, source = micro_job()
-    model = ByteLM(job.model, job.seq_len).eval()
+    job, model = micro_model()
     runner = ModelRunner(model, job)
-    print(f"model: {source}; {model.num_parameters():,} parameters; window {job.seq_len} bytes (recompute)")
+    print(f"model: {MICRO_NAME}; {model.num_parameters():,} parameters; window {job.seq_len} bytes (recompute)")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
 
     run(runner, 16, 1, True)  # warm-up: allocator, thread pools

@@ -1,7 +1,6 @@
 """Training throughput of the model: forward + backward bytes/s and MFU, fp32 vs bf16, eager vs compiled.
 
-The shape is charlm/recipes/micro.toml's (else 4 layers, d_model 128, 4 heads, 2 kv heads, seq_len
-128, micro-batch 16), with random weights and bytes: speed does not depend on training. One
+The shape is charlm/recipes/micro.toml's, with random weights and bytes: speed does not depend on training. One
 step is a forward, a cross-entropy loss and a backward (no optimizer). MFU is against the
 measured fp32 matmul peak of this machine (the fastest of a few 1024^2 matmuls), for both
 precisions, so the rows compare directly. Compile time is reported apart from the steady
@@ -15,29 +14,15 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import MICRO_NAME, add_threads_flag, micro_model, use_threads  # bench/ is on sys.path when run as a script
 
-from charlm.config import config_from_dict, load_config
 from charlm.model import ByteLM
 from charlm.perf import measure_matmul_peak
 
-MICRO = Path(__file__).resolve().parent.parent / "charlm" / "recipes" / "micro.toml"
-FALLBACK = {
-    "max_steps": 1,
-    "seq_len": 128,
-    "micro_batch_size": 16,
-    "model": {"d_model": 128, "n_layer": 4, "n_head": 4, "n_kv_head": 2},
-}
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
-
-
-def micro_job():
-    if MICRO.is_file():
-        return load_config(MICRO, ['device="cpu"']), str(MICRO.relative_to(MICRO.parent.parent))
-    return config_from_dict(FALLBACK), "built-in micro shape"
 
 
 def build_step(job, precision: str, compiled: bool):
@@ -79,16 +64,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="timed seconds per row (default 8)")
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds per row, best kept (default 4)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    add_threads_flag(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    use_threads(args.threads)
 
-    job, source = micro_job()
+    job, model = micro_model()
     m = job.model
-    model = ByteLM(m, max_len=job.seq_len)
     print(
-        f"shape: {source}: {m.n_layer} layers, d_model {m.d_model}, {m.n_head} heads, {m.kv_heads} kv heads,"
+        f"shape: {MICRO_NAME}: {m.n_layer} layers, d_model {m.d_model}, {m.n_head} heads, {m.kv_heads} kv heads,"
         f" {m.block.kind}/{m.attention.kind}/{m.positional.kind}/{m.mlp.kind}/{m.norm.kind},"
         f" seq_len {job.seq_len}, micro-batch {job.micro_batch_size}"
     )

@@ -24,14 +24,13 @@ import export_report
 import generate_speed
 import torch
 import train_throughput
+from common import add_threads_flag, micro_model, use_threads
 
-from charlm.config import load_config
 from charlm.data import open_split
 from charlm.evaluate import evaluate_bpb
 from charlm.export import export
-from charlm.generate import LanguageModel
-from charlm.model import ByteLM
 from charlm.perf import matmul_peak_flops
+from charlm.runners import ModelRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 VAL = ROOT / "data" / "shakespeare" / "val.bin"
@@ -53,12 +52,6 @@ class Table:
             print(f"{r['what']:<46} {r['median']:>12,.{d}f} {spread:>22}  {r['unit']}")
 
 
-def micro_model():
-    job = load_config(ROOT / "charlm" / "recipes" / "micro.toml", ['device="cpu"'])
-    torch.manual_seed(0)
-    return job, ByteLM(job.model, job.seq_len).eval()
-
-
 def training(table: Table, runs: int, compile: bool) -> None:
     rows = [("fp32", False), ("bf16", False)] + ([("fp32", True)] if compile else [])
     results = train_throughput.run_rows(rows, steps=120, rounds=runs)
@@ -78,13 +71,13 @@ def evaluation(table: Table, runs: int) -> None:
 
 def generation(table: Table, runs: int) -> None:
     job, model = micro_model()
-    lm = LanguageModel(model, job, torch.device("cpu"))
-    generate_speed.run(lm, 32, 1, True)  # warm-up
+    runner = ModelRunner(model, job)
+    generate_speed.run(runner, 32, 1, True)  # warm-up
     cases = [("cached, 256 new bytes", 256, True), ("cached, 4096 new bytes", 4096, True), ("uncached, 256 new bytes", 256, False)]
     rates: dict[str, list[float]] = {name: [] for name, _, _ in cases}
     for _ in range(runs):
         for name, new, cache in cases:
-            rates[name].append(new / generate_speed.run(lm, new, 1, cache))
+            rates[name].append(new / generate_speed.run(runner, new, 1, cache))
     for name, _, _ in cases:
         table.add(f"generate batch 1, {name}", "bytes/s", rates[name])
     ratio = [a / b for a, b in zip(rates["cached, 256 new bytes"], rates["cached, 4096 new bytes"])]
@@ -118,7 +111,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile training row")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "bench.json"))
+    add_threads_flag(parser)
     args = parser.parse_args()
+    use_threads(args.threads)
     started = time.time()
     table = Table()
     for step in (lambda: training(table, args.runs, not args.no_compile), lambda: evaluation(table, args.runs),

@@ -18,6 +18,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from common import add_threads_flag, use_threads  # bench/ is on sys.path when run as a script
 
 from charlm.config import config_from_dict
 from charlm.model import ByteLM
@@ -111,10 +112,9 @@ def main() -> None:
     parser.add_argument("--positions", type=int, nargs="+", default=[0, 256, 1024, 4096])
     parser.add_argument("--decode-steps", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    add_threads_flag(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    use_threads(args.threads)
 
     # the attention stack is built for the longest context either part uses: its KV cache must hold it
     max_len = max(max(args.seq_lens), max(args.positions) + args.decode_steps + 1)

@@ -20,14 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import MICRO, add_threads_flag, micro_job, use_threads  # bench/ is on sys.path when run as a script
 
-from charlm.config import load_config
 from charlm.data import SplitWriter
 from charlm.perf import matmul_peak_flops
 from charlm.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
-MICRO = ROOT / "charlm" / "recipes" / "micro.toml"
 WARMUP_STEPS = 20
 
 
@@ -47,11 +46,11 @@ def measure(train_bin: Path, work: Path, precision: str, compile: bool, steps: i
     """Run the training loop for ``steps`` steps; tokens/s after the warm-up steps."""
     out = work / f"run-{precision}-{compile}"
     overrides = [
-        f'out_dir="{out}"', f'data.train="{train_bin}"', 'device="cpu"', f'precision="{precision}"',
+        f'out_dir="{out}"', f'data.train="{train_bin}"', f'precision="{precision}"',
         f"compile={str(compile).lower()}", f"max_steps={steps}", "logging.log_every=1",
         "logging.eval_every=0", "logging.final_eval=false", "checkpoint.every=0",
     ]
-    job = load_config(MICRO, overrides)
+    job = micro_job(*overrides)
     with contextlib.redirect_stdout(io.StringIO()):
         trainer = Trainer(job)
         try:
@@ -87,7 +86,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150, help="steps per run (the first 20 are warm-up)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-compile", action="store_true")
+    add_threads_flag(parser)
     args = parser.parse_args()
+    use_threads(args.threads)
     rows = [("fp32", False), ("bf16", False)] + ([] if args.no_compile else [("fp32", True)])
     results = run_rows(rows, args.steps, args.rounds)
     print(f"micro job ({MICRO.name}), {torch.get_num_threads()} threads, fp32 matmul peak {matmul_peak_flops('cpu') / 1e9:.0f} GFLOP/s")

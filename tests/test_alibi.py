@@ -2,21 +2,16 @@
 the CLI, exports, and the config error for an attention that cannot apply a score bias."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import charlm_subprocess, make_distribution
 
 from charlm.builtin.positional_encodings import alibi_slopes
-from charlm.prepare import prepare
 from charlm.registry import get_registry
 from charlm.testing import build_random, check_block, check_exporter, small_model_config
-
-WORDS = b"the king is dead long live the queen and all her men shall sing of love and war".split()
 
 
 def test_slopes_are_geometric_for_a_power_of_two_and_interpolated_otherwise():
@@ -71,18 +66,6 @@ def test_alibi_models_export_and_load_back_within_the_gates(fmt):
     assert report.passed
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    src = tmp_path_factory.mktemp("texts")
-    gen = torch.Generator().manual_seed(0)
-    for d in range(4):
-        picks = torch.randint(len(WORDS), (1500,), generator=gen).tolist()
-        (src / f"doc{d}.txt").write_bytes(b" ".join(WORDS[i] for i in picks))
-    out = tmp_path_factory.mktemp("data")
-    prepare([src], out, val_fraction=0.25, seed=0)
-    return out
-
-
 def write_job(path: Path, corpus: Path, out_dir: Path, attention: str = "gqa") -> Path:
     path.write_text(
         textwrap.dedent(f"""
@@ -115,13 +98,9 @@ def write_job(path: Path, corpus: Path, out_dir: Path, attention: str = "gqa") -
     return path
 
 
-def charlm(*args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "charlm", *args], capture_output=True, text=True, env=env, timeout=300)
-
-
 def test_alibi_trains_from_the_cli(corpus, tmp_path):
     out_dir = tmp_path / "run"
-    result = charlm("run", str(write_job(tmp_path / "job.toml", corpus, out_dir)))
+    result = charlm_subprocess("run", str(write_job(tmp_path / "job.toml", corpus, out_dir)))
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if "loss" in r]
@@ -151,15 +130,10 @@ def register_attentions(register):
 def test_an_attention_that_cannot_apply_the_bias_is_a_config_error(corpus, tmp_path):
     site = tmp_path / "site"
     site.mkdir()
-    (site / "charlm_rotary_only.py").write_text(ATTENTION_PLUGIN)
-    dist_info = site / "charlm_rotary_only-0.1.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: charlm-rotary-only\nVersion: 0.1\n")
-    (dist_info / "entry_points.txt").write_text("[charlm]\nrotary_only = charlm_rotary_only\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    make_distribution(site, "charlm-rotary-only", "rotary_only", "charlm_rotary_only", ATTENTION_PLUGIN, version="0.1")
     job = write_job(tmp_path / "job.toml", corpus, tmp_path / "run", attention="rotary_only")
 
-    result = charlm("run", str(job), env=env)
+    result = charlm_subprocess("run", str(job), site=site)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import charlm_subprocess as charlm  # a real process: startup is what these tests are about
 
 from charlm.cli import COMMANDS
 
@@ -24,10 +25,6 @@ if "torch" in sys.modules:
     sys.exit("torch was imported")
 sys.exit(code)
 """
-
-
-def charlm(*args, cwd=ROOT, env=None):
-    return subprocess.run([sys.executable, "-m", "charlm", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
 
 
 @pytest.mark.parametrize("args", [

@@ -4,9 +4,9 @@ import copy
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
+from helpers import ROOT, charlm_main
 
 from charlm.cli import main
 from charlm.config import (
@@ -21,7 +21,6 @@ from charlm.config import (
 )
 from charlm.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
 BASE = {
     "max_steps": 10,
     "data": {"train": "d/train.bin", "val": "d/val.bin"},
@@ -172,16 +171,12 @@ def test_bad_files(tmp_path):
         load_config(bad)
 
 
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "charlm", *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
-
-
 def test_validate_micro_config_and_a_broken_copy(tmp_path):
-    ok = cli("config", "validate", "charlm/recipes/micro.toml", "--device", "cpu")
+    ok = charlm_main("config", "validate", "charlm/recipes/micro.toml", "--device", "cpu")
     assert ok.returncode == 0, ok.stderr
     broken = tmp_path / "broken.toml"
     broken.write_text((ROOT / "charlm/recipes/micro.toml").read_text().replace("n_head = 4", "n_head = 5"))
-    bad = cli("config", "validate", str(broken))
+    bad = charlm_main("config", "validate", str(broken))
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == ["config error: model.n_head: 5 does not divide d_model=128"]
 

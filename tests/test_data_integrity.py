@@ -2,18 +2,15 @@
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import charlm_subprocess
 
 from charlm.cli import main
-from charlm.config import config_from_dict
 from charlm.data import open_split, verify_split
 from charlm.errors import CharLMError
 from charlm.prepare import prepare
-from charlm.train import train
 
 
 def make_texts(root: Path, docs: int, words: bytes) -> Path:
@@ -21,26 +18,6 @@ def make_texts(root: Path, docs: int, words: bytes) -> Path:
     for d in range(docs):
         (root / f"doc{d}.txt").write_bytes(words * (30 + d))
     return root
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("integrity")
-    out = base / "data"
-    prepare([make_texts(base / "texts", 8, b"to be or not to be that is the question ")], out, val_fraction=0.25, seed=0)
-    return out
-
-
-@pytest.fixture(scope="module")
-def checkpoint(corpus, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("integrity-run") / "run"
-    job = {
-        "out_dir": str(out), "seq_len": 16, "micro_batch_size": 4, "max_steps": 2, "device": "cpu",
-        "model": {"d_model": 16, "n_layer": 1, "n_head": 2, "n_kv_head": 1},
-        "data": {"train": str(corpus / "train.bin")}, "logging": {"final_eval": False},
-    }
-    train(config_from_dict(job, world_size=1))
-    return out / "checkpoints" / "last.pt"
 
 
 @pytest.fixture
@@ -68,10 +45,7 @@ def test_a_flipped_byte_is_caught_by_sha256_at_eval(copy, checkpoint, split, cap
 
 def test_eval_of_a_damaged_split_is_one_line_from_the_real_command(copy, checkpoint):
     flip_byte(copy / "val.bin", 3)
-    proc = subprocess.run(
-        [sys.executable, "-m", "charlm", "eval", "--checkpoint", str(checkpoint), "--data", str(copy / "val.bin"), "--no-baselines"],
-        capture_output=True, text=True, timeout=120,
-    )
+    proc = charlm_subprocess("eval", "--checkpoint", checkpoint, "--data", copy / "val.bin", "--no-baselines")
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
 

@@ -7,49 +7,19 @@ import sys
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 import charlm
 from charlm import registry as registry_module
 from charlm.artifact import artifact_weights, load_artifact, save_artifact
-from charlm.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from charlm.checkpoint import load_checkpoint, model_from_checkpoint
 from charlm.cli import main
-from charlm.config import config_from_dict, to_dict
 from charlm.data import SplitWriter
 from charlm.export import GATES, export, make_exporter, report_path
 from charlm.loading import recognising_exporter
-from charlm.model import ByteLM
 from charlm.runners import ModelRunner
 
 TEXT = b"the quick brown fox jumps over the lazy dog. " * 40
 FORMATS = ["int8", "safetensors", "torch-export", "torchscript"]
-
-
-def train_tiny(path, steps=40, **model):
-    """A tiny model trained briefly on a repetitive text, so its logits are far from uniform."""
-    torch.manual_seed(0)
-    job = config_from_dict({
-        "seq_len": 32,
-        "max_steps": 1,
-        "model": {"d_model": 64, "n_layer": 2, "n_head": 4, "n_kv_head": 2, "tie_embeddings": False, **model},
-    })
-    model = ByteLM(job.model, max_len=job.seq_len)
-    data = torch.tensor(list(TEXT))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(steps):
-        starts = torch.randint(0, len(data) - 33, (8,))
-        batch = torch.stack([data[s : s + 33] for s in starts])
-        loss = F.cross_entropy(model(batch[:, :-1])[0].flatten(0, 1), batch[:, 1:].flatten())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    save_checkpoint(path, {"model": model.state_dict(), "config": to_dict(job)})
-    return path
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return train_tiny(tmp_path_factory.mktemp("ckpt") / "last.pt")
 
 
 @pytest.fixture(scope="module")

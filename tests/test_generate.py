@@ -5,11 +5,10 @@ import io
 
 import pytest
 import torch
-import torch.nn.functional as F
+from helpers import charlm_main, fit_text
 
 import charlm
 from charlm.checkpoint import save_checkpoint
-from charlm.cli import main
 from charlm.config import config_from_dict, to_dict
 from charlm.errors import CharLMError, UsageError
 from charlm.generate import SINK_BYTES, LanguageModel, StopScanner, Utf8Writer, Window, build_sampler, sample_tokens
@@ -32,16 +31,7 @@ def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     job = make_job()
     model = ByteLM(job.model, job.seq_len)
-    data = torch.tensor(list(TEXT * 20))
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
-    for _ in range(40):  # half-trained: the text depends on its context, yet is no noise
-        ix = torch.randint(0, len(data) - WINDOW - 1, (16,))
-        x = torch.stack([data[i : i + WINDOW] for i in ix])
-        y = torch.stack([data[i + 1 : i + WINDOW + 1] for i in ix])
-        loss = F.cross_entropy(model(x)[0].reshape(-1, 256), y.reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    fit_text(model, TEXT * 20, steps=40, batch=16, lr=5e-3)  # half-trained: the text depends on its context, yet is no noise
     path = tmp_path_factory.mktemp("gen") / "ck.pt"
     save_checkpoint(path, {"model": model.state_dict(), "config": to_dict(job)})
     return path
@@ -217,30 +207,24 @@ def test_sample_tokens_yields_batches(lm):
 # ---------------------------------------------------------------- the command
 
 
-def run_cli(capsysbinary, *args):
-    code = main(["generate", *args])
-    out, err = capsysbinary.readouterr()
-    return code, out, err.decode()
-
-
-def test_cli_streams_prompt_and_continuation(checkpoint, lm, capsysbinary):
-    code, out, _ = run_cli(capsysbinary, "--checkpoint", str(checkpoint), "--prompt", "the quick", "--temperature", "0",
-                           "--max-new", "40", "--device", "cpu")
+def test_cli_streams_prompt_and_continuation(checkpoint, lm):
+    code, out, _ = charlm_main("generate", "--checkpoint", str(checkpoint), "--prompt", "the quick", "--temperature", "0",
+                               "--max-new", "40", "--device", "cpu", binary=True)
     assert code == 0
     assert out.decode() == "the quick" + greedy(lm, "the quick", 40) + "\n"
-    code, out, _ = run_cli(capsysbinary, "--checkpoint", str(checkpoint), "--prompt", "the", "--temperature", "0",
-                           "--max-new", "40", "--stop", "lazy", "--no-echo", "--num-samples", "2", "--device", "cpu")
+    code, out, _ = charlm_main("generate", "--checkpoint", str(checkpoint), "--prompt", "the", "--temperature", "0",
+                               "--max-new", "40", "--stop", "lazy", "--no-echo", "--num-samples", "2", "--device", "cpu", binary=True)
     sample = greedy(lm, "the", 40, stop=["lazy"])
     assert code == 0 and out.decode() == f"--- sample 1 ---\n{sample}\n--- sample 2 ---\n{sample}\n"
 
 
-def test_cli_invalid_utf8_prompt_file(checkpoint, tmp_path, capsysbinary):
+def test_cli_invalid_utf8_prompt_file(checkpoint, tmp_path):
     prompt = tmp_path / "prompt.bin"
     prompt.write_bytes(b"\xff\xfethe ")
     args = ["--checkpoint", str(checkpoint), "--prompt-file", str(prompt), "--max-new", "10", "--seed", "1"]
-    code, out, _ = run_cli(capsysbinary, *args)
+    code, out, _ = charlm_main("generate", *args, binary=True)
     assert code == 0 and out.decode("utf-8").startswith("\ufffd\ufffdthe ")
-    code, raw, _ = run_cli(capsysbinary, *args, "--raw")
+    code, raw, _ = charlm_main("generate", *args, "--raw", binary=True)
     assert code == 0 and raw.startswith(b"\xff\xfethe ") and len(raw) == len(b"\xff\xfethe ") + 10
     assert out.decode("utf-8") == raw.decode("utf-8", "replace") + "\n"  # same seed, same bytes
 
@@ -264,10 +248,10 @@ def test_cli_invalid_utf8_prompt_file(checkpoint, tmp_path, capsysbinary):
         (["--sampler", "greedy", "--top-k", "3", "--min-p", "0.1"], 2, "--sampler cannot be combined with --top-k, --min-p"),
     ],
 )
-def test_cli_bad_inputs_are_one_line(checkpoint, capsysbinary, args, code, message):
+def test_cli_bad_inputs_are_one_line(checkpoint, args, code, message):
     if "--prompt" not in args and "--prompt-file" not in args:
         args = ["--prompt", "the", *args]
-    got, out, err = run_cli(capsysbinary, "--checkpoint", str(checkpoint), *args)
+    got, out, err = charlm_main("generate", "--checkpoint", str(checkpoint), *args, binary=True)
     assert got == code and message in err and err.count("\n") == 1 and out == b""
 
 
@@ -289,6 +273,6 @@ def test_run_directory_means_its_last_checkpoint(checkpoint, lm, tmp_path):
         charlm.load(tmp_path / "checkpoints")
 
 
-def test_cli_missing_checkpoint(tmp_path, capsysbinary):
-    code, _, err = run_cli(capsysbinary, "--checkpoint", str(tmp_path / "nope.pt"), "--prompt", "a")
+def test_cli_missing_checkpoint(tmp_path):
+    code, _, err = charlm_main("generate", "--checkpoint", str(tmp_path / "nope.pt"), "--prompt", "a", binary=True)
     assert code == 1 and "no such checkpoint" in err

@@ -15,15 +15,10 @@ TINY = ["model.d_model=32", "model.n_layer=1", "model.n_head=2", "model.n_kv_hea
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(corpus, tmp_path_factory):
     """The micro recipe, shrunk, trained for 4 steps by `charlm run` (with validation)."""
-    texts = tmp_path_factory.mktemp("texts")
-    for d in range(6):
-        (texts / f"doc{d}.txt").write_bytes(b"to be or not to be, that is the question. " * (40 + d))
-    data = tmp_path_factory.mktemp("data")
-    prepare([texts], data, val_fraction=0.34, seed=0)
     out = tmp_path_factory.mktemp("runs") / "micro"
-    overrides = [f'data.train="{data / "train.bin"}"', f'data.val="{data / "val.bin"}"', f'out_dir="{out}"', *TINY]
+    overrides = [f'data.train="{corpus / "train.bin"}"', f'data.val="{corpus / "val.bin"}"', f'out_dir="{out}"', *TINY]
     assert main(["run", "micro", *overrides, "--max-steps", "4"]) == 0
     return out
 

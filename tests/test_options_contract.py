@@ -2,16 +2,12 @@
 a factory that refuses its options, a factory with the wrong signature, all one line and
 exit 2, at ``charlm config validate`` as at ``charlm run``."""
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import tomli_w
-from test_registry import make_distribution
-
-from charlm.prepare import prepare
+from helpers import charlm_subprocess, make_distribution
 
 PLUGIN = """
     import attrs
@@ -83,17 +79,7 @@ def site(tmp_path_factory) -> Path:
     return site
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    src = tmp_path_factory.mktemp("texts")
-    for d in range(4):
-        (src / f"doc{d}.txt").write_text("to be or not to be, that is the question. " * 40)
-    out = tmp_path_factory.mktemp("data")
-    prepare([src], out, val_fraction=0.25, seed=0)
-    return out
-
-
-def job_file(tmp_path: Path, data: Path, **changes) -> Path:
+def job_file(tmp_path: Path, corpus: Path, **changes) -> Path:
     raw = {
         "out_dir": str(tmp_path / "run"),
         "max_steps": 2,
@@ -101,7 +87,7 @@ def job_file(tmp_path: Path, data: Path, **changes) -> Path:
         "micro_batch_size": 2,
         "device": "cpu",
         "model": {"d_model": 32, "n_layer": 1, "n_head": 2},
-        "data": {"train": str(data / "train.bin"), "val": str(data / "val.bin")},
+        "data": {"train": str(corpus / "train.bin"), "val": str(corpus / "val.bin")},
         "logging": {"eval_every": 0, "final_eval": False},
     }
     for key, value in changes.items():
@@ -115,11 +101,6 @@ def job_file(tmp_path: Path, data: Path, **changes) -> Path:
     return path
 
 
-def charlm(site: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(site)}
-    return subprocess.run([sys.executable, "-m", "charlm", *args], capture_output=True, text=True, env=env, timeout=180)
-
-
 def one_config_error(proc: subprocess.CompletedProcess) -> str:
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -127,43 +108,43 @@ def one_config_error(proc: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def test_check_errors_name_the_key_at_validate_and_at_run(site, data, tmp_path):
-    path = job_file(tmp_path, data, scheduler__kind="slow_warmup", scheduler__warmup_steps=5)
-    line = one_config_error(charlm(site, "config", "validate", str(path)))
+def test_check_errors_name_the_key_at_validate_and_at_run(site, corpus, tmp_path):
+    path = job_file(tmp_path, corpus, scheduler__kind="slow_warmup", scheduler__warmup_steps=5)
+    line = one_config_error(charlm_subprocess("config", "validate", str(path), site=site))
     assert line == "config error: scheduler: warmup_steps: 5 > max_steps = 2"
     # a TypeError from check() is a config error too, and `run` checks as `validate` does
-    path = job_file(tmp_path, data, model__norm__kind="strict_norm", model__norm__min_width=64)
-    line = one_config_error(charlm(site, "run", str(path)))
+    path = job_file(tmp_path, corpus, model__norm__kind="strict_norm", model__norm__min_width=64)
+    line = one_config_error(charlm_subprocess("run", str(path), site=site))
     assert line == "config error: model.norm: min_width: needs d_model >= 64, got 32"
     assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("command", ["validate", "run"])
-def test_a_factory_with_a_wrong_signature_is_a_config_error(site, data, tmp_path, command):
+def test_a_factory_with_a_wrong_signature_is_a_config_error(site, corpus, tmp_path, command):
     args = ["config", "validate"] if command == "validate" else ["run"]
-    path = job_file(tmp_path, data, model__norm="wrong_signature")
-    line = one_config_error(charlm(site, *args, str(path)))
+    path = job_file(tmp_path, corpus, model__norm="wrong_signature")
+    line = one_config_error(charlm_subprocess(*args, str(path), site=site))
     assert line.startswith("config error: model.norm: factory norm_with_a_wrong_signature cannot be called with (options, dim=...)")
     assert not (tmp_path / "run").exists()  # nothing was built or written
 
 
-def test_a_lazy_factory_with_a_wrong_signature_is_a_config_error_without_importing_it(site, data, tmp_path):
-    path = job_file(tmp_path, data, model__norm="lazy_wrong_signature")
-    line = one_config_error(charlm(site, "config", "validate", str(path)))
+def test_a_lazy_factory_with_a_wrong_signature_is_a_config_error_without_importing_it(site, corpus, tmp_path):
+    path = job_file(tmp_path, corpus, model__norm="lazy_wrong_signature")
+    line = one_config_error(charlm_subprocess("config", "validate", str(path), site=site))
     assert line.startswith(
         "config error: model.norm: factory charlm_contract_impl:norm_with_a_wrong_signature cannot be called with (options, dim=...)"
     )
 
 
-def test_a_factory_refusing_its_options_names_the_key(site, data, tmp_path):
-    path = job_file(tmp_path, data, scheduler__kind="slow_warmup", scheduler__refuse_in_factory=True)
-    assert charlm(site, "config", "validate", str(path)).returncode == 0  # only building finds it
-    line = one_config_error(charlm(site, "run", str(path)))
+def test_a_factory_refusing_its_options_names_the_key(site, corpus, tmp_path):
+    path = job_file(tmp_path, corpus, scheduler__kind="slow_warmup", scheduler__refuse_in_factory=True)
+    assert charlm_subprocess("config", "validate", str(path), site=site).returncode == 0  # only building finds it
+    line = one_config_error(charlm_subprocess("run", str(path), site=site))
     assert line == "config error: scheduler: refuse_in_factory: this factory refuses its options"
 
 
-def test_a_good_plugin_component_trains(site, data, tmp_path):
-    path = job_file(tmp_path, data, scheduler__kind="slow_warmup", scheduler__warmup_steps=1, model__norm="strict_norm")
-    proc = charlm(site, "run", str(path))
+def test_a_good_plugin_component_trains(site, corpus, tmp_path):
+    path = job_file(tmp_path, corpus, scheduler__kind="slow_warmup", scheduler__warmup_steps=1, model__norm="strict_norm")
+    proc = charlm_subprocess("run", str(path), site=site)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()

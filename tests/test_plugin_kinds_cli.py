@@ -3,13 +3,10 @@
 generate load. The plugin is a real installed distribution; the commands are real subprocesses."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
-from test_registry import make_distribution
+from helpers import charlm_subprocess, make_distribution
 
 import charlm
 from charlm import registry as registry_module
@@ -137,12 +134,6 @@ def run_dir(tmp_path_factory):
     return run
 
 
-def charlm_cli(site, *args):
-    """``python -m charlm ARGS`` in a subprocess that finds the plugin by its entry point."""
-    env = {**os.environ, "PYTHONPATH": str(site)}
-    return subprocess.run([sys.executable, "-m", "charlm", *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
-
-
 def fails_with(capsys, args, code: int, message: str) -> None:
     assert main([str(a) for a in args]) == code
     err = capsys.readouterr().err
@@ -151,7 +142,7 @@ def fails_with(capsys, args, code: int, message: str) -> None:
 
 def test_plugin_sampler_chosen_with_sampler_flag(site, run_dir, installed, capsys):
     generate = ["generate", "--checkpoint", run_dir, "--prompt", "hi", "--max-new", "5", "--no-echo"]
-    proc = charlm_cli(site, *generate, "--sampler", "temperature:value=0.5", "--sampler", "constant:byte=65")
+    proc = charlm_subprocess(*generate, "--sampler", "temperature:value=0.5", "--sampler", "constant:byte=65", site=site)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "AAAAA\n"
     fails_with(capsys, [*generate, "--sampler", "constant"], 2, "config error: sampler[0].byte: missing (required)")
@@ -162,7 +153,7 @@ def test_plugin_sampler_chosen_with_sampler_flag(site, run_dir, installed, capsy
 
 def test_plugin_data_source_options(site, installed, tmp_path, capsys):
     out = tmp_path / "echo"
-    proc = charlm_cli(site, "data", "pull", "echo", 'text="hello, world"', "copies=4", "--out", out, "--val-fraction", "0.25")
+    proc = charlm_subprocess("data", "pull", "echo", 'text="hello, world"', "copies=4", "--out", out, "--val-fraction", "0.25", site=site)
     assert proc.returncode == 0, proc.stderr
     meta = json.loads((out / "meta.json").read_text())
     assert meta["documents"] == 4 and meta["source"] == {"name": "echo", "text": "hello, world"}
@@ -180,16 +171,16 @@ def test_plugin_exporter_artefact_runs_in_eval_and_generate(site, run_dir, insta
         w.add([b"the quick brown fox jumps over the lazy dog " * 4])
         w.commit()
     artefact = tmp_path / "model.weights"  # recognised by content, not by suffix
-    proc = charlm_cli(site, "export", "--format", "npz", "--checkpoint", run_dir, "--out", artefact)
+    proc = charlm_subprocess("export", "--format", "npz", "--checkpoint", run_dir, "--out", artefact, site=site)
     assert proc.returncode == 0 and "validation passed" in proc.stdout, proc.stdout + proc.stderr
 
     eval_args = ["--data", val, "--json", "--no-baselines", "--device", "cpu"]
-    proc = charlm_cli(site, "eval", "--checkpoint", artefact, *eval_args)
+    proc = charlm_subprocess("eval", "--checkpoint", artefact, *eval_args, site=site)
     assert proc.returncode == 0, proc.stderr
     assert main(["eval", "--checkpoint", str(run_dir), *map(str, eval_args)]) == 0
     assert json.loads(proc.stdout)["bpb"] == pytest.approx(json.loads(capsys.readouterr().out)["bpb"], abs=1e-5)
 
-    proc = charlm_cli(site, "generate", "--checkpoint", artefact, "--prompt", "the", "--max-new", "40", "--temperature", "0")
+    proc = charlm_subprocess("generate", "--checkpoint", artefact, "--prompt", "the", "--max-new", "40", "--temperature", "0", site=site)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "the" + charlm.load(run_dir).generate("the", 40, temperature=0) + "\n"
     assert charlm.load(artefact).runner.job.seq_len == 16

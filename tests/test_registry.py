@@ -9,21 +9,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import charlm_subprocess, make_distribution
 
 import charlm
 from charlm import registry as registry_module
 from charlm.errors import PluginError
 from charlm.registry import PluginLoadWarning, Registry
-
-
-def make_distribution(site: Path, dist: str, ep_name: str, module: str, source: str, version: str = "1.0") -> None:
-    """A minimal installed distribution: a module plus a .dist-info with a `charlm` entry point."""
-    (site / f"{module}.py").write_text(textwrap.dedent(source))
-    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-    (info / "entry_points.txt").write_text(f"[charlm]\n{ep_name} = {module}\n")
-
 
 GOOD = """
     import attrs
@@ -124,16 +115,11 @@ def test_unknown_component_lists_available_and_hints():
             registry.get("block", "ssm")
 
 
-def run_cli(args, site: Path, **env):
-    environ = {**os.environ, "PYTHONPATH": str(site), **env}
-    return subprocess.run([sys.executable, "-m", "charlm", *args], capture_output=True, text=True, env=environ, timeout=120)
-
-
 def test_list_plugins_json_shows_ok_failed_and_disabled(site):
     make_distribution(site, "charlm-half", "half", "charlm_half_plugin", GOOD, version="2.3")
     make_distribution(site, "charlm-broken", "broken", "charlm_broken_plugin", "import not_a_module_anywhere\n")
     make_distribution(site, "charlm-off", "off", "charlm_off_plugin", GOOD.replace('"half"', '"off"').replace('"noop"', '"noop2"'))
-    proc = run_cli(["--disable-plugins", "off", "list-plugins", "--json"], site)
+    proc = charlm_subprocess("--disable-plugins", "off", "list-plugins", "--json", site=site)
     assert proc.returncode == 0, proc.stderr
     plugins = {p["name"]: p for p in json.loads(proc.stdout)}
     assert plugins["half"]["status"] == "ok" and plugins["half"]["version"] == "2.3"
@@ -150,7 +136,7 @@ def test_list_plugins_json_shows_ok_failed_and_disabled(site):
 
 def test_list_plugins_text_and_env_disable(site):
     make_distribution(site, "charlm-half", "half", "charlm_half_plugin", GOOD)
-    proc = run_cli(["list-plugins"], site, CHARLM_DISABLE_PLUGINS="half")
+    proc = charlm_subprocess("list-plugins", site=site, env={**os.environ, "CHARLM_DISABLE_PLUGINS": "half"})
     assert proc.returncode == 0
     assert "half  (charlm-half 1.0, charlm_half_plugin)  [disabled]" in proc.stdout
     assert "scheduler    cosine" in proc.stdout
@@ -198,13 +184,13 @@ def test_a_builtin_hook_that_is_never_called_is_an_error(site, monkeypatch):
 def test_list_plugins_marks_a_plugin_that_registers_nothing_and_its_uncalled_hook(site):
     make_distribution(site, "charlm-typical", "typical", "charlm_typical_plugin", MISNAMED)
     make_distribution(site, "charlm-empty", "empty", "charlm_empty_plugin", "import charlm\n")
-    text = run_cli(["list-plugins"], site)
+    text = charlm_subprocess("list-plugins", site=site)
     assert text.returncode == 0, text.stderr
     empty = text.stdout.split("empty  (charlm-empty 1.0, charlm_empty_plugin)  [ok]\n")[1]
     assert empty.startswith("    (registers nothing)\n")
     assert "    warning: register_sampler is not a charlm hook (did you mean register_samplers?)" in text.stdout
     assert "warning: plugin 'typical' (charlm-typical 1.0, charlm_typical_plugin): register_sampler" in text.stderr
-    plugins = {p["name"]: p for p in json.loads(run_cli(["list-plugins", "--json"], site).stdout)}
+    plugins = {p["name"]: p for p in json.loads(charlm_subprocess("list-plugins", "--json", site=site).stdout)}
     assert plugins["empty"]["registers_nothing"] and plugins["empty"]["warnings"] == []
     assert plugins["typical"]["registers_nothing"] and "register_sampler" in plugins["typical"]["warnings"][0]
     assert not plugins["schedulers"]["registers_nothing"]
@@ -220,28 +206,28 @@ def test_a_clash_is_listed_every_other_command_exits_2_and_disabling_resolves_it
     job = site / "job.toml"
     job.write_text(JOB)
 
-    listing = run_cli(["list-plugins"], site)
+    listing = charlm_subprocess("list-plugins", site=site)
     assert listing.returncode == 0, listing.stderr
     assert f"warning: {CLASH} (or CHARLM_DISABLE_PLUGINS=half_too)" in listing.stderr
     assert listing.stdout.count("noop           does nothing  [clash: also registered by 'half_too']") == 1
     assert listing.stdout.count("noop           does nothing  [clash: also registered by 'half']") == 1
-    plugins = {p["name"]: p for p in json.loads(run_cli(["list-plugins", "--json"], site).stdout)}
+    plugins = {p["name"]: p for p in json.loads(charlm_subprocess("list-plugins", "--json", site=site).stdout)}
     for name in ("half", "half_too"):
         assert {"kind": "sampler", "name": "noop", "plugins": ["half", "half_too"]} in plugins[name]["clashes"]
 
-    validate = run_cli(["config", "validate", str(job)], site)
+    validate = charlm_subprocess("config", "validate", str(job), site=site)
     assert validate.returncode == 2
     assert validate.stderr.strip().splitlines() == [f"plugin error: {CLASH} (or CHARLM_DISABLE_PLUGINS=half_too)"]
 
-    resolved = run_cli(["--disable-plugins", "half_too", "config", "validate", str(job)], site)
+    resolved = charlm_subprocess("--disable-plugins", "half_too", "config", "validate", str(job), site=site)
     assert resolved.returncode == 0, resolved.stderr
-    plugins = {p["name"]: p for p in json.loads(run_cli(["--disable-plugins", "half_too", "list-plugins", "--json"], site).stdout)}
+    plugins = {p["name"]: p for p in json.loads(charlm_subprocess("--disable-plugins", "half_too", "list-plugins", "--json", site=site).stdout)}
     assert plugins["half"]["clashes"] == [] and plugins["half_too"]["status"] == "disabled"
 
 
 def test_list_plugins_verbose_shows_options_with_type_and_default(site):
     make_distribution(site, "charlm-half", "half", "charlm_half_plugin", GOOD)
-    proc = run_cli(["list-plugins", "--verbose"], site)
+    proc = charlm_subprocess("list-plugins", "--verbose", site=site)
     assert proc.returncode == 0, proc.stderr
     half = proc.stdout.split("    scheduler    half           never below half\n")[1]
     assert half.startswith("        floor: float  (default 0.5)\n")

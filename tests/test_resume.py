@@ -4,10 +4,9 @@ import json
 
 import pytest
 import torch
-from test_train import corpus, make_job, metrics, train_losses, write_job  # noqa: F401  (corpus: a fixture)
+from helpers import charlm_main, make_job, metrics, train_losses, write_job
 
 from charlm.checkpoint import FORMAT, load_checkpoint
-from charlm.cli import main
 from charlm.train import train
 from charlm.train_state import PAYLOAD_KEYS
 
@@ -65,23 +64,23 @@ def test_a_version_1_checkpoint_resumes_exactly(corpus, tmp_path):
     assert (a["step"], a["tokens"], a["data"]) == (b["step"], b["tokens"], b["data"])
 
 
-def test_another_format_version_is_refused_naming_it(corpus, tmp_path, capsys):
-    job = trained(corpus, tmp_path, capsys)
+def test_another_format_version_is_refused_naming_it(corpus, tmp_path):
+    job = trained(corpus, tmp_path)
     last = tmp_path / "run/checkpoints/last.pt"
     torch.save({**load_checkpoint(last), "format_version": 2}, tmp_path / "v2.pt")
-    proc = Charlm(capsys, "run", str(job), "--resume", str(tmp_path / "v2.pt"), "--max-steps", "3")
+    proc = charlm_main("run", str(job), "--resume", str(tmp_path / "v2.pt"), "--max-steps", "3")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'v2.pt'}: checkpoint format version 2 is not supported (this charlm reads version 1)"
     ]
 
 
-def test_a_checkpoint_without_the_training_state_is_refused_naming_its_version(corpus, tmp_path, capsys):
-    job = trained(corpus, tmp_path, capsys)
+def test_a_checkpoint_without_the_training_state_is_refused_naming_its_version(corpus, tmp_path):
+    job = trained(corpus, tmp_path)
     payload = load_checkpoint(tmp_path / "run/checkpoints/last.pt")
     del payload["optimizer"], payload["rng"]
     torch.save(payload, tmp_path / "weights-only.pt")
-    proc = Charlm(capsys, "run", str(job), "--resume", str(tmp_path / "weights-only.pt"), "--max-steps", "3")
+    proc = charlm_main("run", str(job), "--resume", str(tmp_path / "weights-only.pt"), "--max-steps", "3")
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1, lines
     assert "checkpoint format version 1 lacks optimizer, rng: it cannot resume training" in lines[0]
@@ -90,19 +89,10 @@ def test_a_checkpoint_without_the_training_state_is_refused_naming_its_version(c
 # ---------------------------------------------------------------- what a resume may change
 
 
-class Charlm:
-    """``charlm ARGS`` in this process (much faster than a subprocess): exit code, stdout, stderr."""
-
-    def __init__(self, capsys, *args):
-        capsys.readouterr()
-        self.returncode = main(list(args))
-        self.stdout, self.stderr = capsys.readouterr()
-
-
-def trained(corpus, tmp_path, capsys, steps=2, **overrides):
+def trained(corpus, tmp_path, steps=2, **overrides):
     """A finished run of ``steps`` steps in tmp_path/run and its job file."""
     job = write_job(corpus, tmp_path, max_steps=steps, **{"logging.final_eval": "false", **overrides})
-    proc = Charlm(capsys, "run", str(job))
+    proc = charlm_main("run", str(job))
     assert proc.returncode == 0, proc.stderr
     return job
 
@@ -116,20 +106,20 @@ def trained(corpus, tmp_path, capsys, steps=2, **overrides):
         (['optimizer="muon"'], "optimizer.kind"),
     ],
 )
-def test_a_resume_that_would_change_the_run_is_refused_naming_the_keys(corpus, tmp_path, capsys, args, keys):
-    job = trained(corpus, tmp_path, capsys)
+def test_a_resume_that_would_change_the_run_is_refused_naming_the_keys(corpus, tmp_path, args, keys):
+    job = trained(corpus, tmp_path)
     before = (tmp_path / "run/checkpoints/last.pt").read_bytes()
     args = [a.replace("VAL", str(corpus / "val.bin")) for a in args]
-    proc = Charlm(capsys, "run", str(job), "--resume", "auto", "--max-steps", "4", *args)
+    proc = charlm_main("run", str(job), "--resume", "auto", "--max-steps", "4", *args)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"config error: {keys}: the job differs from the checkpoint it resumes"), lines[0]
     assert (tmp_path / "run/checkpoints/last.pt").read_bytes() == before
 
 
-def test_safe_changes_resume_and_are_recorded(corpus, tmp_path, capsys):
-    job = trained(corpus, tmp_path, capsys)
-    proc = Charlm(capsys, "run", str(job), "--resume", "auto", "--max-steps", "4", "logging.log_every=2")
+def test_safe_changes_resume_and_are_recorded(corpus, tmp_path):
+    job = trained(corpus, tmp_path)
+    proc = charlm_main("run", str(job), "--resume", "auto", "--max-steps", "4", "logging.log_every=2")
     assert proc.returncode == 0, proc.stderr
     log = (tmp_path / "run/train.log").read_text()
     assert "resume changes logging.log_every: 1 -> 2" in log and "resume changes max_steps: 2 -> 4" in log
@@ -139,12 +129,12 @@ def test_safe_changes_resume_and_are_recorded(corpus, tmp_path, capsys):
 # ---------------------------------------------------------------- damaged checkpoints
 
 
-def test_resume_auto_falls_back_to_the_newest_checkpoint_that_loads(corpus, tmp_path, capsys):
-    job = trained(corpus, tmp_path, capsys, steps=4, **{"checkpoint.every": 2})
+def test_resume_auto_falls_back_to_the_newest_checkpoint_that_loads(corpus, tmp_path):
+    job = trained(corpus, tmp_path, steps=4, **{"checkpoint.every": 2})
     ckpts = tmp_path / "run/checkpoints"
     for name in ("last.pt", "step-000004.pt"):
         (ckpts / name).write_bytes((ckpts / name).read_bytes()[:-200])
-    proc = Charlm(capsys, "run", str(job), "--resume", "auto", "--max-steps", "6")
+    proc = charlm_main("run", str(job), "--resume", "auto", "--max-steps", "6")
     assert proc.returncode == 0, proc.stderr
     assert f"resumed from {ckpts / 'step-000002.pt'} at step 2" in proc.stdout
     log = (tmp_path / "run/train.log").read_text()
@@ -153,39 +143,39 @@ def test_resume_auto_falls_back_to_the_newest_checkpoint_that_loads(corpus, tmp_
     assert load_checkpoint(ckpts / "last.pt")["step"] == 6
 
 
-def test_only_damaged_checkpoints_refuse_to_start_again_unless_restart(corpus, tmp_path, capsys):
-    job = trained(corpus, tmp_path, capsys, steps=2)
+def test_only_damaged_checkpoints_refuse_to_start_again_unless_restart(corpus, tmp_path):
+    job = trained(corpus, tmp_path, steps=2)
     ckpts = tmp_path / "run/checkpoints"
     for path in ckpts.iterdir():
         path.write_bytes(path.read_bytes()[:1000])
-    proc = Charlm(capsys, "run", str(job), "--resume", "auto", "--max-steps", "3")
+    proc = charlm_main("run", str(job), "--resume", "auto", "--max-steps", "3")
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"error: no checkpoint in {ckpts} loads (") and lines[0].endswith("--resume auto --restart")
     assert [r["step"] for r in metrics(tmp_path / "run")] == [1, 2]
 
-    proc = Charlm(capsys, "run", str(job), "--resume", "auto", "--restart", "--max-steps", "3")
+    proc = charlm_main("run", str(job), "--resume", "auto", "--restart", "--max-steps", "3")
     assert proc.returncode == 0, proc.stderr
     assert [r["step"] for r in metrics(tmp_path / "run")] == [1, 2, 3]
     assert sorted(p.name for p in ckpts.iterdir()) == ["last.pt", "last.pt.damaged", "step-000002.pt.damaged", "step-000003.pt"]
 
 
-def test_restart_goes_with_resume_auto(corpus, tmp_path, capsys):
-    proc = Charlm(capsys, "run", str(write_job(corpus, tmp_path)), "--restart")
+def test_restart_goes_with_resume_auto(corpus, tmp_path):
+    proc = charlm_main("run", str(write_job(corpus, tmp_path)), "--restart")
     assert proc.returncode == 2 and proc.stderr.strip() == "usage error: --restart goes with --resume auto"
 
 
 # ---------------------------------------------------------------- metrics history
 
 
-def test_metrics_hold_each_step_once_after_a_crash_and_a_cut_line(corpus, tmp_path, capsys):
-    job = trained(corpus, tmp_path, capsys, steps=5, **{"checkpoint.every": 3})
+def test_metrics_hold_each_step_once_after_a_crash_and_a_cut_line(corpus, tmp_path):
+    job = trained(corpus, tmp_path, steps=5, **{"checkpoint.every": 3})
     ckpts = tmp_path / "run/checkpoints"
     (ckpts / "step-000005.pt").unlink()  # as if killed after logging step 5, before its checkpoint
     (ckpts / "last.pt").unlink()
     with open(tmp_path / "run/metrics.jsonl", "a") as f:
         f.write('{"step": 6, "lo')  # and killed in the middle of a line
-    proc = Charlm(capsys, "run", str(job), "--resume", "auto", "--max-steps", "7")
+    proc = charlm_main("run", str(job), "--resume", "auto", "--max-steps", "7")
     assert proc.returncode == 0, proc.stderr
     assert [r["step"] for r in metrics(tmp_path / "run")] == [1, 2, 3, 4, 5, 6, 7]
 
@@ -193,9 +183,9 @@ def test_metrics_hold_each_step_once_after_a_crash_and_a_cut_line(corpus, tmp_pa
 # ---------------------------------------------------------------- non-finite weights
 
 
-def test_non_finite_weights_are_never_checkpointed(corpus, tmp_path, capsys):
+def test_non_finite_weights_are_never_checkpointed(corpus, tmp_path):
     job = write_job(corpus, tmp_path, max_steps=5, grad_clip=0.0, **{"optimizer.lr": 1e39, "scheduler.warmup_steps": 0, "checkpoint.every": 1})
-    proc = Charlm(capsys, "run", str(job))
+    proc = charlm_main("run", str(job))
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr
     # step 1's loss is finite, its update is not: the weights it leaves are never written

@@ -12,18 +12,7 @@ from pathlib import Path
 import pytest
 from tomli_w import dumps as dumps_toml
 
-from charlm.prepare import prepare
 from charlm.runlock import RunLocked, run_lock
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    src = tmp_path_factory.mktemp("texts")
-    for d in range(6):
-        (src / f"doc{d}.txt").write_bytes(b"the king is dead long live the queen " * (40 + d))
-    out = tmp_path_factory.mktemp("data")
-    prepare([src], out, val_fraction=0.2, seed=0)
-    return out
 
 
 def job_file(corpus: Path, tmp_path: Path, max_steps: int) -> Path:

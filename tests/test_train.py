@@ -7,59 +7,14 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT, charlm_subprocess, make_job, metrics, tiny_job, train_losses, write_job
 
 from charlm.checkpoint import load_checkpoint
-from charlm.config import apply_overrides, config_from_dict, config_to_toml
-from charlm.prepare import prepare
+from charlm.config import config_from_dict, config_to_toml
 from charlm.train import train
-
-ROOT = Path(__file__).resolve().parents[1]
-WORDS = b"the king is dead long live the queen and all her men shall sing of love and war".split()
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    """A small corpus with learnable structure: words drawn from a short vocabulary."""
-    src = tmp_path_factory.mktemp("texts")
-    gen = torch.Generator().manual_seed(0)
-    for d in range(12):
-        picks = torch.randint(len(WORDS), (2500,), generator=gen).tolist()
-        (src / f"doc{d:02d}.txt").write_bytes(b" ".join(WORDS[i] for i in picks))
-    out = tmp_path_factory.mktemp("data")
-    prepare([src], out, val_fraction=0.2, seed=0)
-    return out
-
-
-def job_dict(corpus: Path, out_dir: Path, **overrides) -> dict:
-    raw = {
-        "out_dir": str(out_dir),
-        "seed": 3,
-        "seq_len": 32,
-        "micro_batch_size": 8,
-        "max_steps": 30,
-        "device": "cpu",
-        "model": {"d_model": 32, "n_layer": 2, "n_head": 2, "n_kv_head": 1},
-        "data": {"train": str(corpus / "train.bin"), "val": str(corpus / "val.bin")},
-        "scheduler": {"kind": "cosine", "warmup_steps": 5},
-        "logging": {"log_every": 1, "eval_every": 0, "eval_bytes": 2048},
-    }
-    return apply_overrides(raw, [f"{k}={v}" for k, v in overrides.items()])
-
-
-def make_job(corpus, out_dir, **overrides):
-    return config_from_dict(job_dict(corpus, out_dir, **overrides), world_size=1)
-
-
-def metrics(out_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def train_losses(out_dir: Path) -> list[float]:
-    return [r["loss"] for r in metrics(out_dir) if "loss" in r]
 
 
 def test_short_run_lowers_the_loss_and_writes_the_run_dir(corpus, tmp_path):
@@ -121,7 +76,7 @@ def test_resume_rejects_a_different_model(corpus, tmp_path):
 
 
 def test_time_budget_ends_the_run(corpus, tmp_path):
-    raw = job_dict(corpus, tmp_path / "t", **{"logging.final_eval": "false", "scheduler.kind": '"wsd"'})
+    raw = tiny_job(corpus, tmp_path / "t", **{"logging.final_eval": "false", "scheduler.kind": '"wsd"'})
     del raw["max_steps"]
     raw["max_time"] = "2s"
     result = train(config_from_dict(raw, world_size=1))
@@ -136,19 +91,9 @@ def test_muon_optimizer_trains(corpus, tmp_path):
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5
 
 
-def cli(*args, cwd=ROOT, **kwargs):
-    return subprocess.run([sys.executable, "-m", "charlm", *args], capture_output=True, text=True, cwd=cwd, timeout=300, **kwargs)
-
-
-def write_job(corpus, tmp_path, name="job.toml", **overrides) -> Path:
-    path = tmp_path / name
-    path.write_text(config_to_toml(make_job(corpus, tmp_path / "run", **overrides)))
-    return path
-
-
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path):
     job = write_job(corpus, tmp_path, max_steps=50, grad_clip=0.0, **{"optimizer.lr": 1e30, "scheduler.warmup_steps": 0, "checkpoint.every": 1})
-    proc = cli("run", str(job))
+    proc = charlm_subprocess("run", str(job))
     assert proc.returncode == 1
     message = proc.stderr.strip().splitlines()[-1]
     assert message.startswith(("error: non-finite loss", "error: non-finite gradient norm")), message
@@ -160,7 +105,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_pa
 
 def test_non_finite_skip_goes_on(corpus, tmp_path):
     job = write_job(corpus, tmp_path, max_steps=6, grad_clip=0.0, on_nonfinite='"skip"', **{"optimizer.lr": 1e30, "scheduler.warmup_steps": 0, "logging.final_eval": "false"})
-    proc = cli("run", str(job))
+    proc = charlm_subprocess("run", str(job))
     assert proc.returncode == 0, proc.stderr
     assert "update skipped" in proc.stdout
     assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["step"] == 6
@@ -179,7 +124,7 @@ def test_sigterm_checkpoints_and_resume_continues(corpus, tmp_path):
     assert "stopped by SIGTERM" in out
     stopped = load_checkpoint(tmp_path / "run/checkpoints/last.pt")["step"]
     assert 3 <= stopped < 100000
-    proc = cli("run", str(job), "--resume", "auto", "--max-steps", str(stopped + 3))
+    proc = charlm_subprocess("run", str(job), "--resume", "auto", "--max-steps", str(stopped + 3))
     assert proc.returncode == 0, proc.stderr
     assert "resumed from" in proc.stdout
     assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["step"] == stopped + 3
@@ -200,7 +145,7 @@ def test_run_errors_are_one_line(corpus, tmp_path, args, code, expected):
         pytest.skip("this machine has CUDA")
     if any(a.startswith("logging.wandb") for a in args) and importlib.util.find_spec("wandb"):
         pytest.skip("wandb is installed here")
-    proc = cli("run", str(write_job(corpus, tmp_path)), *args)
+    proc = charlm_subprocess("run", str(write_job(corpus, tmp_path)), *args)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == code
     assert len(lines) == 1 and lines[0].startswith(expected), lines
@@ -209,10 +154,10 @@ def test_run_errors_are_one_line(corpus, tmp_path, args, code, expected):
 def test_plot_draws_a_png(corpus, tmp_path):
     pytest.importorskip("matplotlib")
     train(make_job(corpus, tmp_path / "p", max_steps=5, **{"logging.final_eval": "false"}))
-    proc = cli("plot", str(tmp_path / "p"), "-o", str(tmp_path / "curve.png"))
+    proc = charlm_subprocess("plot", str(tmp_path / "p"), "-o", str(tmp_path / "curve.png"))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    missing = cli("plot", str(tmp_path / "nowhere"))
+    missing = charlm_subprocess("plot", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "no metrics.jsonl" in missing.stderr
 
 
