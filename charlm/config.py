@@ -22,7 +22,7 @@ import attrs
 import tomli_w
 
 from charlm.errors import ConfigError
-from charlm.structure import ComponentSpec, of_kind, structure, unstructure
+from charlm.structure import ComponentSpec, nesting_guard, of_kind, show_key, structure, unstructure
 from charlm.validators import non_negative, positive
 
 if sys.version_info >= (3, 11):
@@ -275,7 +275,8 @@ def read_config_file(path: str | Path) -> dict:
         except ImportError:
             raise ConfigError(f"{path}: YAML configs need PyYAML (pip install 'charlm[yaml]')") from None
         try:
-            data = yaml.safe_load(text)
+            with nesting_guard(str(path)):
+                data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: invalid YAML: {exc}".replace("\n", " ")) from None
         data = {} if data is None else data
@@ -283,7 +284,8 @@ def read_config_file(path: str | Path) -> dict:
             raise ConfigError(f"{path}: the top level must be a mapping")
         return data
     try:
-        return tomllib.loads(text)
+        with nesting_guard(str(path)):
+            return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
 
@@ -295,7 +297,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not all(k.strip() for k in keys):
         raise ConfigError(f"override {text!r}: expected dotted.key=value, e.g. model.n_layer=4")
     try:
-        value = tomllib.loads(f"v = {raw}")["v"]
+        with nesting_guard(f"override {show_key(key.strip())}"):
+            value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
     return [k.strip() for k in keys], value
@@ -312,7 +315,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             elif child is None:
                 child = node[k] = {}
             elif not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {'.'.join(keys[: i + 1])} is not a table")
+                raise ConfigError(f"override {text!r}: {show_key('.'.join(keys[: i + 1]))} is not a table")
             node = child
         node[keys[-1]] = value
     return raw
