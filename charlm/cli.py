@@ -1,7 +1,8 @@
 """The ``charlm`` command: one subcommand per module of ``charlm.commands``.
 
-Exit codes: 0 ok; 1 a runtime failure; 2 a usage or config error. Each error is one line
-on stderr; a traceback means a bug.
+Exit codes: 0 ok; 1 a runtime failure; 2 a usage or config error; 130 after SIGINT and 143
+after SIGTERM (``charlm run`` instead checkpoints and exits 0 at the first one). Each error is
+one line on stderr; a traceback means a bug.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 import warnings
 
 from charlm import __version__
-from charlm.errors import CharLMError, UsageError, one_line
+from charlm.errors import CharLMError, UsageError, one_line, raise_interrupted
 from charlm.registry import DISABLE_ENV, PluginLoadWarning
 
 COMMANDS = ["run", "recipes", "eval", "generate", "export", "info", "data", "compress", "list_plugins", "config", "plot"]
@@ -53,8 +56,16 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
         print(warnings.formatwarning(message, category, filename, lineno, line), file=sys.stderr, end="")
 
 
+def _interrupts_raise() -> dict:
+    """SIGTERM unwinds like Ctrl-C (cleanup runs) instead of killing mid-write; the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():  # signals belong to the main thread
+        return {}
+    return {sig: signal.signal(sig, raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
 def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning
+    previous_handlers = _interrupts_raise()
     try:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
@@ -71,12 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     except CharLMError as exc:
         print(f"{exc.prefix}: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(str(exc) or "interrupted", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
     except BrokenPipeError:  # `charlm generate ... | head`
         sys.stderr.close()
         return 0
+    finally:
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import attrs
 import tomli_w
 
 from charlm.errors import ConfigError
-from charlm.structure import ComponentSpec, of_kind, structure, unstructure
+from charlm.structure import ComponentSpec, nesting_guard, of_kind, show_key, structure, unstructure
 from charlm.validators import non_negative, positive
 
 MAX_NGRAM_BUCKETS = 1 << 24  # rows of one n-gram table: keeps charlm/ngram.py's int64 hash exact
@@ -272,27 +272,6 @@ def component_specs(job: JobConfig):
 # ---------------------------------------------------------------- loading
 
 
-MAX_NESTING = 32  # far deeper than any job; keeps parsers and structuring clear of Python's recursion limit
-
-
-def parse_nested(parse, text: str, where: str):
-    """``parse(text)``, refusing documents nested deeper than ``MAX_NESTING`` (or cyclic YAML aliases)."""
-    too_deep = ConfigError(f"{where}: nested too deeply (more than {MAX_NESTING} levels of tables or arrays)")
-    try:
-        data = parse(text)
-    except RecursionError:
-        raise too_deep from None
-    stack = [(data, 0)]
-    while stack:  # iterative: the check itself must not recurse
-        value, depth = stack.pop()
-        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-        for child in children:
-            if depth == MAX_NESTING:
-                raise too_deep
-            stack.append((child, depth + 1))
-    return data
-
-
 def read_config_file(path: str | Path) -> dict:
     path = Path(path)
     try:
@@ -307,7 +286,8 @@ def read_config_file(path: str | Path) -> dict:
         except ImportError:
             raise ConfigError(f"{path}: YAML configs need PyYAML (pip install 'charlm-toolkit[yaml]')") from None
         try:
-            data = parse_nested(yaml.safe_load, text, str(path))
+            with nesting_guard(str(path)):
+                data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: invalid YAML: {exc}".replace("\n", " ")) from None
         data = {} if data is None else data
@@ -315,7 +295,8 @@ def read_config_file(path: str | Path) -> dict:
             raise ConfigError(f"{path}: the top level must be a mapping")
         return data
     try:
-        return parse_nested(tomllib.loads, text, str(path))
+        with nesting_guard(str(path)):
+            return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
 
@@ -327,7 +308,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not all(k.strip() for k in keys):
         raise ConfigError(f"override {text!r}: expected dotted.key=value, e.g. model.n_layer=4")
     try:
-        value = parse_nested(tomllib.loads, f"v = {raw}", f"override {key.strip()}")["v"]
+        with nesting_guard(f"override {show_key(key.strip())}"):
+            value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
     return [k.strip() for k in keys], value
@@ -344,7 +326,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             elif child is None:
                 child = node[k] = {}
             elif not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {'.'.join(keys[: i + 1])} is not a table")
+                raise ConfigError(f"override {text!r}: {show_key('.'.join(keys[: i + 1]))} is not a table")
             node = child
         node[keys[-1]] = value
     return raw

@@ -79,16 +79,26 @@ class SplitWriter:
         self.sha256.update(chunk)
         self.byte_count += len(chunk)
 
-    def commit(self) -> dict:
-        """Finish the header, fsync and rename both files into place; returns the split's summary."""
+    def finish(self) -> dict:
+        """Finish the header, fsync both (still temporary) files; returns the split's summary."""
         self._idx.seek(0)
         self._idx.write(HEADER.pack(MAGIC, FORMAT_VERSION, self.separator[0], self.doc_count, self.byte_count))
-        for tmp, final in ((self._bin, self.bin_path), (self._idx, idx_path(self.bin_path))):
+        for tmp in (self._bin, self._idx):
             tmp.flush()
             os.fsync(tmp.fileno())
             tmp.close()
-            os.replace(tmp.name, final)
         return {"file": self.bin_path.name, "documents": self.doc_count, "bytes": self.byte_count, "sha256": self.sha256.hexdigest()}
+
+    def publish(self) -> None:
+        """Rename the finished files into place."""
+        for tmp, final in ((self._bin, self.bin_path), (self._idx, idx_path(self.bin_path))):
+            os.replace(tmp.name, final)
+
+    def commit(self) -> dict:
+        """``finish()`` and ``publish()``: the split's summary."""
+        summary = self.finish()
+        self.publish()
+        return summary
 
     def abort(self) -> None:
         for tmp in (self._bin, self._idx):

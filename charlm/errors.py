@@ -1,5 +1,7 @@
 """The errors a user can cause. The CLI turns each into one line and an exit code."""
 
+import signal
+
 
 class CharLMError(Exception):
     """A runtime failure the user can act on (a failed download, a bad file): exit 1."""
@@ -31,6 +33,26 @@ def one_line(text: str) -> str:
     """``text`` with line breaks and other unprintable characters escaped (``\\n``, ``\\x1d``):
     a message that quotes user input (a key, a path) still prints as one line."""
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised where the program is, so that ``finally`` blocks remove partial files.
+
+    The CLI exits 128 + the signal's number: 130 for SIGINT, 143 for SIGTERM (the shell's codes).
+    """
+
+    def __init__(self, signum: int):
+        self.signal = signal.Signals(signum)
+        super().__init__(f"interrupted by {self.signal.name}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signal.value
+
+
+def raise_interrupted(signum, frame):
+    """A signal handler: SIGINT and SIGTERM alike become ``Interrupted``."""
+    raise Interrupted(signum)
 
 
 def first_line(exc: BaseException) -> str:

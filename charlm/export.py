@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charlm.atomic import write_json_atomic
+from charlm.atomic import remove_stale_temps, signals_deferred, write_json_atomic
 from charlm.errors import CharLMError, UsageError, first_line
 from charlm.runners import ModelRunner
 
@@ -265,19 +265,26 @@ def export(fmt: str, checkpoint: str | Path, out: str | Path, options: dict | No
     model, job = load_checkpoint_model(checkpoint_path(checkpoint), "cpu")
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial{exporter.suffix}")
+    remove_stale_temps(out.parent, [out.name, partial.name, report_path(out).name])  # left by a killed export
     _remove(partial)  # left by a crash
     try:
-        exporter.export(model, job, partial)
-        _move_into_place(partial, out)
-    except CharLMError:
-        raise
-    except Exception as exc:  # torch.export / ONNX failures run to pages; the first line names the cause
-        raise CharLMError(f"{fmt} export of {checkpoint} failed: {type(exc).__name__}: {first_line(exc)}") from exc
+        try:
+            exporter.export(model, job, partial)
+        except CharLMError:
+            raise
+        except Exception as exc:  # torch.export / ONNX failures run to pages; the first line names the cause
+            raise CharLMError(f"{fmt} export of {checkpoint} failed: {type(exc).__name__}: {first_line(exc)}") from exc
+        report = None
+        if validate_after:  # before the rename: an artefact appears in place only with its report
+            runner = open_artefact(fmt, exporter, partial, torch.device("cpu"))
+            report = validate(model, runner, partial, fmt, exporter.exact, data, tolerances)
+            report.artifact = str(out)
+        with signals_deferred():
+            _move_into_place(partial, out)
+            if report is not None:
+                write_json_atomic(report_path(out), report.to_dict())
+            else:  # an earlier artefact's report does not describe this one
+                report_path(out).unlink(missing_ok=True)
     finally:
         _remove(partial)
-    if not validate_after:
-        return None
-    runner = open_artefact(fmt, exporter, out, torch.device("cpu"))
-    report = validate(model, runner, out, fmt, exporter.exact, data, tolerances)
-    write_json_atomic(report_path(out), report.to_dict())
     return report

@@ -31,12 +31,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from charlm.atomic import write_json_atomic
+from charlm.atomic import remove_stale_temps, signals_deferred, write_json_atomic
 from charlm.data import FORMAT_VERSION, SplitWriter, idx_path
 from charlm.errors import CharLMError, UsageError
 
 CHUNK_BYTES = 1 << 20
 DEFAULT_VAL_FRACTION = 0.1
+OUTPUT_NAMES = ("train.bin", "train.idx", "val.bin", "val.idx", "meta.json")
 
 
 def prepare(
@@ -70,6 +71,7 @@ def prepare(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out, OUTPUT_NAMES)  # what an interrupted prepare left half-written
     total = sum(p.stat().st_size for p in files + val_files)
     with (
         tqdm(total=total, unit="B", unit_scale=True, desc="prepare", disable=None) as bar,
@@ -88,26 +90,27 @@ def prepare(
             raise UsageError("every document went to the validation split; the train split would be empty")
         if has_val and val.doc_count == 0:
             raise UsageError("--val-inputs hold no documents")
-        splits = {"train": train.commit()}
-        if has_val:
-            splits["val"] = val.commit()
-    if not has_val:  # a val split from an earlier run would no longer match meta.json
-        for stale in (out / "val.bin", idx_path(out / "val.bin")):
-            stale.unlink(missing_ok=True)
-
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "separator": separator,
-        "sources": [str(p) for p in inputs],
-        **({"val_sources": [str(p) for p in val_inputs]} if val_inputs else {}),
-        **({"source": source} if source else {}),
-        "jsonl_field": jsonl_field,
-        "split": split_rule,
-        "documents": sum(s["documents"] for s in splits.values()),
-        "bytes": sum(s["bytes"] for s in splits.values()),
-        **splits,
-    }
-    write_json_atomic(out / "meta.json", meta)
+        splits = {"train": train.finish(), **({"val": val.finish()} if has_val else {})}
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "separator": separator,
+            "sources": [str(p) for p in inputs],
+            **({"val_sources": [str(p) for p in val_inputs]} if val_inputs else {}),
+            **({"source": source} if source else {}),
+            "jsonl_field": jsonl_field,
+            "split": split_rule,
+            "documents": sum(s["documents"] for s in splits.values()),
+            "bytes": sum(s["bytes"] for s in splits.values()),
+            **splits,
+        }
+        with signals_deferred():  # the splits and meta.json change together: a signal waits for all of them
+            train.publish()
+            if has_val:
+                val.publish()
+            else:  # a val split from an earlier run would no longer match meta.json
+                for stale in (out / "val.bin", idx_path(out / "val.bin")):
+                    stale.unlink(missing_ok=True)
+            write_json_atomic(out / "meta.json", meta)
     return meta
 
 

@@ -1,8 +1,14 @@
-"""SIGINT/SIGTERM as a request: the training loop finishes its step, checkpoints and exits 0."""
+"""SIGINT/SIGTERM as a request: the training loop finishes its step, checkpoints and exits 0.
+
+A second signal does not wait for a step that is taking too long: it raises ``Interrupted``
+(exit 130/143, the last checkpoint kept).
+"""
 
 from __future__ import annotations
 
 import signal
+
+from charlm.errors import Interrupted
 
 
 class StopSignal:
@@ -21,6 +27,8 @@ class StopSignal:
         return self
 
     def _handle(self, signum, frame):
+        if self.received is not None:
+            raise Interrupted(signum)
         self.received = signal.Signals(signum).name
 
     def __exit__(self, *exc):

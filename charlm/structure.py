@@ -10,6 +10,7 @@ a bool, 2.9 is not an int, true is not an int), a component table resolved by it
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import types
@@ -288,7 +289,22 @@ _converter = make_converter()
 # ---------------------------------------------------------------- errors as one line
 
 
+def show_key(key: str) -> str:
+    """A key as an error line shows it: escaped (``'a\\nb'``) when it holds control characters."""
+    return key if key.isprintable() else repr(key)
+
+
+@contextlib.contextmanager
+def nesting_guard(where: str):
+    """Parsers and cattrs recurse once per level: a value nested past Python's stack is a config error."""
+    try:
+        yield
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply") from None
+
+
 def _join(path: str, key: str) -> str:
+    key = show_key(str(key))
     return f"{path}.{key}" if path else key
 
 
@@ -328,11 +344,12 @@ def error_line(exc: BaseException, path: str) -> str:
 
 def structure(value: Any, tp: Any, path: str = "") -> Any:
     """``value`` structured into ``tp``; a ``ConfigError`` naming the dotted key if it does not fit."""
-    get_registry()  # a name clash is the plugins' error (a PluginError naming both), not one key's
-    try:
-        result = _converter.structure(value, tp)
-    except (BaseValidationError, ForbiddenExtraKeysError, KeyError, ValueError, TypeError, CharLMError) as exc:
-        raise ConfigError(error_line(exc, path)) from None
+    get_registry()  # a plugin clash is the plugins' error, not one of whichever key met it first
+    with nesting_guard(path or "config"):  # also around error_line: a message may show the value
+        try:
+            result = _converter.structure(value, tp)
+        except (BaseValidationError, ForbiddenExtraKeysError, KeyError, ValueError, TypeError, CharLMError) as exc:
+            raise ConfigError(error_line(exc, path)) from None
     _record_paths(result, path)
     return result
 

@@ -94,6 +94,7 @@ def run_prepare(args) -> int:
 
 
 def run_pull(args) -> int:
+    from charlm.atomic import remove_stale_temps
     from charlm.config import resolve_component
     from charlm.options import parse_options
     from charlm.registry import get_registry
@@ -104,7 +105,9 @@ def run_pull(args) -> int:
     spec = resolve_component({"kind": args.name, **options}, "data_source", f"data_source.{args.name}")
     source = get_registry().create("data_source", spec)
     with _file_errors():
-        files = source.fetch(Path(args.out) / "raw")
+        raw = Path(args.out) / "raw"
+        remove_stale_temps(raw)  # downloads an interrupted pull left half-written
+        files = source.fetch(raw)
         _prepare(args, files, val_docs=args.val_docs, source={"name": args.name, **source.provenance()})
     return 0
 

@@ -3,6 +3,8 @@
 JOB is a job file or the name of a recipe (``charlm recipes``); an existing file wins.
 """
 
+from pathlib import Path
+
 from charlm.commands import add_job_arguments, load_job
 from charlm.errors import UsageError
 from charlm.recipes import lookup
@@ -31,9 +33,13 @@ def run(args) -> int:
     recipe = lookup(args.job)
     if recipe is not None:
         recipe.check_data(job.data.train, job.data.val)
+    from charlm.atomic import remove_stale_temps
     from charlm.runlock import run_lock
     from charlm.train import train  # torch-heavy: imported only when training
 
-    with run_lock(job.out_dir):  # before anything is written: one run per directory
+    with run_lock(job.out_dir) as lock_file:  # before anything is written: one run per directory
+        if lock_file is not None:  # rank 0, the only writer: what a killed run left half-written goes
+            for directory in (Path(job.out_dir), Path(job.out_dir) / "checkpoints"):
+                remove_stale_temps(directory)
         train(job, resume=args.resume, restart=args.restart)
     return 0
