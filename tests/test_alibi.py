@@ -11,7 +11,7 @@ import torch
 from charlm.builtin.positional import alibi_slopes
 from charlm.registry import get_registry
 from charlm.testing import build_random, check_block, check_exporter, small_model_config
-from helpers import charlm_subprocess, make_distribution
+from helpers import charlm_main, charlm_subprocess, make_distribution
 
 def test_slopes_are_geometric_for_a_power_of_two_and_interpolated_otherwise():
     assert alibi_slopes(8) == [2.0 ** -i for i in range(1, 9)]
@@ -99,7 +99,7 @@ def write_job(path: Path, corpus: Path, out_dir: Path, attention: str = "gqa") -
 
 def test_alibi_trains_from_the_cli(corpus, tmp_path):
     out_dir = tmp_path / "run"
-    result = charlm_subprocess("run", str(write_job(tmp_path / "job.toml", corpus, out_dir)))
+    result = charlm_main("run", str(write_job(tmp_path / "job.toml", corpus, out_dir)))
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if "loss" in r]
