@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import charlm_subprocess, make_distribution
+from helpers import charlm_main, charlm_subprocess, make_distribution
 
 from charlm.builtin.positional_encodings import alibi_slopes
 from charlm.registry import get_registry
@@ -100,7 +100,7 @@ def write_job(path: Path, corpus: Path, out_dir: Path, attention: str = "gqa") -
 
 def test_alibi_trains_from_the_cli(corpus, tmp_path):
     out_dir = tmp_path / "run"
-    result = charlm_subprocess("run", str(write_job(tmp_path / "job.toml", corpus, out_dir)))
+    result = charlm_main("run", str(write_job(tmp_path / "job.toml", corpus, out_dir)))
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if "loss" in r]

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from helpers import ROOT, charlm_subprocess, make_job, metrics, tiny_job, train_losses, write_job
+from helpers import ROOT, charlm_main, make_job, metrics, tiny_job, train_losses, write_job
 
 from charlm.checkpoint import load_checkpoint
 from charlm.config import config_from_dict, config_to_toml
@@ -93,7 +93,7 @@ def test_muon_optimizer_trains(corpus, tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path):
     job = write_job(corpus, tmp_path, max_steps=50, grad_clip=0.0, **{"optimizer.lr": 1e30, "scheduler.warmup_steps": 0, "checkpoint.every": 1})
-    proc = charlm_subprocess("run", str(job))
+    proc = charlm_main("run", str(job))
     assert proc.returncode == 1
     message = proc.stderr.strip().splitlines()[-1]
     assert message.startswith(("error: non-finite loss", "error: non-finite gradient norm")), message
@@ -105,7 +105,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_pa
 
 def test_non_finite_skip_goes_on(corpus, tmp_path):
     job = write_job(corpus, tmp_path, max_steps=6, grad_clip=0.0, on_nonfinite='"skip"', **{"optimizer.lr": 1e30, "scheduler.warmup_steps": 0, "logging.final_eval": "false"})
-    proc = charlm_subprocess("run", str(job))
+    proc = charlm_main("run", str(job))
     assert proc.returncode == 0, proc.stderr
     assert "update skipped" in proc.stdout
     assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["step"] == 6
@@ -124,7 +124,7 @@ def test_sigterm_checkpoints_and_resume_continues(corpus, tmp_path):
     assert "stopped by SIGTERM" in out
     stopped = load_checkpoint(tmp_path / "run/checkpoints/last.pt")["step"]
     assert 3 <= stopped < 100000
-    proc = charlm_subprocess("run", str(job), "--resume", "auto", "--max-steps", str(stopped + 3))
+    proc = charlm_main("run", str(job), "--resume", "auto", "--max-steps", str(stopped + 3))
     assert proc.returncode == 0, proc.stderr
     assert "resumed from" in proc.stdout
     assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["step"] == stopped + 3
@@ -145,7 +145,7 @@ def test_run_errors_are_one_line(corpus, tmp_path, args, code, expected):
         pytest.skip("this machine has CUDA")
     if any(a.startswith("logging.wandb") for a in args) and importlib.util.find_spec("wandb"):
         pytest.skip("wandb is installed here")
-    proc = charlm_subprocess("run", str(write_job(corpus, tmp_path)), *args)
+    proc = charlm_main("run", str(write_job(corpus, tmp_path)), *args)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == code
     assert len(lines) == 1 and lines[0].startswith(expected), lines
@@ -154,10 +154,10 @@ def test_run_errors_are_one_line(corpus, tmp_path, args, code, expected):
 def test_plot_draws_a_png(corpus, tmp_path):
     pytest.importorskip("matplotlib")
     train(make_job(corpus, tmp_path / "p", max_steps=5, **{"logging.final_eval": "false"}))
-    proc = charlm_subprocess("plot", str(tmp_path / "p"), "-o", str(tmp_path / "curve.png"))
+    proc = charlm_main("plot", str(tmp_path / "p"), "-o", str(tmp_path / "curve.png"))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    missing = charlm_subprocess("plot", str(tmp_path / "nowhere"))
+    missing = charlm_main("plot", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "no metrics.jsonl" in missing.stderr
 
 
