@@ -23,6 +23,16 @@ ROOT = Path(__file__).resolve().parents[1]
 WORDS = b"the king is dead long live the queen and all her men shall sing of love and war".split()
 
 
+def model_job(seq_len: int, **model):
+    """The ``JobConfig`` of a small model (32 wide, 2 layers; ``model`` overrides) that reads no data:
+    for tests that score, adapt or code bytes with a model."""
+    from charlm.config import config_from_dict
+
+    raw = {"data": {"train": "x.bin"}, "max_steps": 1, "seq_len": seq_len, "device": "cpu"}
+    raw["model"] = {"d_model": 32, "n_layer": 2, "n_head": 2, **model}
+    return config_from_dict(raw)
+
+
 def write_corpus(out: Path, docs: int = 12, words: int = 2500) -> Path:
     """Prepare (train/val .bin/.idx, meta.json) a corpus with learnable structure: words drawn
     from a short vocabulary, seeded. Returns the prepared data directory."""

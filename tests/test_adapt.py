@@ -5,11 +5,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import model_job
 
 from charlm.adapt import AdaptOptions, adapt_options, parse_key_values, read_costs, segment_lengths
 from charlm.checkpoint import save_checkpoint
 from charlm.cli import main
-from charlm.config import config_from_dict, to_dict
+from charlm.config import to_dict
 from charlm.data import SplitWriter
 from charlm.errors import UsageError
 from charlm.model import ByteLM
@@ -18,16 +19,10 @@ SEQ_LEN = 32
 WINDOW = 16
 
 
-def make_job():
-    raw = {"data": {"train": "x.bin"}, "max_steps": 1, "seq_len": SEQ_LEN, "device": "cpu"}
-    raw["model"] = {"d_model": 32, "n_layer": 2, "n_head": 2, "ngram_buckets": [64, 64]}
-    return config_from_dict(raw)
-
-
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    job = make_job()
+    job = model_job(SEQ_LEN, ngram_buckets=[64, 64])
     return ByteLM(job.model, job.seq_len).eval()
 
 
@@ -100,7 +95,7 @@ def test_options_parse_and_refuse():
 
 
 def test_eval_cli_reports_adaptive_next_to_static(tmp_path, model, capsys):
-    save_checkpoint(tmp_path / "ck.pt", {"model": model.state_dict(), "config": to_dict(make_job())})
+    save_checkpoint(tmp_path / "ck.pt", {"model": model.state_dict(), "config": to_dict(model_job(SEQ_LEN, ngram_buckets=[64, 64]))})
     tokens, _ = text_with_secret()
     with SplitWriter(tmp_path / "val.bin") as writer:
         writer.add([tokens.tobytes()])

@@ -7,12 +7,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import model_job
 
 from charlm.adapt import AdaptOptions
 from charlm.checkpoint import save_checkpoint
 from charlm.cli import main
 from charlm.compress import compress, decompress
-from charlm.config import config_from_dict, to_dict
+from charlm.config import to_dict
 from charlm.errors import CharLMError
 from charlm.model import ByteLM
 
@@ -21,15 +22,9 @@ ADAPT = AdaptOptions(lr=1e-2, window=16)
 MODEL_SHA = hashlib.sha256(b"tiny").digest()
 
 
-def make_job():
-    raw = {"data": {"train": "x.bin"}, "max_steps": 1, "seq_len": SEQ_LEN, "device": "cpu"}
-    raw["model"] = {"d_model": 32, "n_layer": 2, "n_head": 2, "ngram_buckets": [64, 64]}
-    return config_from_dict(raw)
-
-
 @pytest.fixture(scope="module")
 def job():
-    return make_job()
+    return model_job(SEQ_LEN, ngram_buckets=[64, 64])
 
 
 @pytest.fixture(scope="module")

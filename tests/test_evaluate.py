@@ -6,10 +6,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import model_job
 
 from charlm.checkpoint import save_checkpoint
 from charlm.cli import main
-from charlm.config import config_from_dict, to_dict
+from charlm.config import to_dict
 from charlm.data import SplitWriter
 from charlm.errors import CharLMError, UsageError
 from charlm.evaluate import compressor_bpb, evaluate_bpb, window_plan
@@ -18,16 +19,10 @@ from charlm.model import ByteLM
 SEQ_LEN = 16
 
 
-def make_job(**model):
-    raw = {"data": {"train": "x.bin"}, "max_steps": 1, "seq_len": SEQ_LEN, "device": "cpu"}
-    raw["model"] = {"d_model": 32, "n_layer": 2, "n_head": 2, **model}
-    return config_from_dict(raw)
-
-
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    job = make_job()
+    job = model_job(SEQ_LEN)
     return ByteLM(job.model, job.seq_len).eval()
 
 
@@ -112,7 +107,7 @@ def test_bad_inputs(model):
 def test_any_block_kind():
     pytest.importorskip("charlm_ssm")
     torch.manual_seed(0)
-    job = make_job(layers=[{"kind": "ssm", "d_state": 8, "chunk_size": 8}, "transformer"])
+    job = model_job(SEQ_LEN, layers=[{"kind": "ssm", "d_state": 8, "chunk_size": 8}, "transformer"])
     hybrid = ByteLM(job.model, job.seq_len).eval()
     tokens = data(45)
     result = evaluate_bpb(hybrid, tokens, SEQ_LEN, stride=6)
@@ -133,7 +128,7 @@ def test_compressor_baselines():
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, model):
     root = tmp_path_factory.mktemp("eval")
-    save_checkpoint(root / "ck.pt", {"model": model.state_dict(), "config": to_dict(make_job())})
+    save_checkpoint(root / "ck.pt", {"model": model.state_dict(), "config": to_dict(model_job(SEQ_LEN))})
     for name, docs in {"val": [data(120).tobytes()], "one": [b""]}.items():
         with SplitWriter(root / f"{name}.bin") as w:
             for doc in docs:
@@ -177,7 +172,7 @@ def test_cli_missing_checkpoint_and_plugin(files, capsys, monkeypatch):
     val = str(files / "val.bin")
     assert main(["eval", "--checkpoint", str(files / "nope.pt"), "--data", val]) == 1
     assert "no such checkpoint" in capsys.readouterr().err
-    config = to_dict(make_job())
+    config = to_dict(model_job(SEQ_LEN))
     config["model"]["block"] = {"kind": "ssm"}
     save_checkpoint(files / "ssm.pt", {"model": {}, "config": config})
     monkeypatch.setenv("CHARLM_DISABLE_PLUGINS", "ssm")
