@@ -30,3 +30,19 @@ def paths(corpus, checkpoint, tmp_path_factory) -> dict[str, str]:
         "job": str(checkpoint.parents[1] / "config.toml"),
         "run": str(checkpoint.parents[1]),
     }
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A directory on a real 1 MiB tmpfs (a full disk, for real), or a skip where mounting is not allowed."""
+    import shutil
+    import subprocess
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    if shutil.which("mount") is None or subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
+    ).returncode != 0:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
