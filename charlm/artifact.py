@@ -17,7 +17,6 @@ per group (see ``charlm.quantize``).
 from __future__ import annotations
 
 import json
-import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 import torch
 
 from charlm import __version__
-from charlm.atomic import temp_beside
+from charlm.atomic import write_atomic
 from charlm.errors import CharLMError, ConfigError, UsageError, first_line
 
 FORMAT = "charlm"
@@ -52,10 +51,7 @@ def save_artifact(path: Path, state: dict[str, torch.Tensor], job, weights: str,
     if quantization is not None:
         metadata["quantization"] = json.dumps(quantization)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with temp_beside(path) as tmp:
-        tmp.write(save(tensors, metadata=metadata))
-    os.replace(tmp.name, path)
+    write_atomic(path, save(tensors, metadata=metadata))
 
 
 def read_metadata(path: str | Path) -> dict[str, str] | None:

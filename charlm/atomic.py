@@ -78,9 +78,14 @@ def signals_deferred() -> Iterator[None]:
 
 def write_atomic(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with temp_beside(path) as tmp:
-        tmp.write(data)
-    os.replace(tmp.name, path)
+    tmp = temp_beside(path)
+    try:
+        with tmp:
+            tmp.write(data)
+        os.replace(tmp.name, path)
+    except BaseException:  # a full disk, a signal: no temporary file stays behind
+        Path(tmp.name).unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from charlm.atomic import temp_beside
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, file_errors
 
 FORMAT = "charlm-checkpoint"
 FORMAT_VERSION = 1
@@ -60,7 +60,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_beside(path)
     try:
-        with tmp:
+        with file_errors(path), tmp:  # a full disk: one line, the previous file kept
             torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, tmp)
             tmp.flush()
             os.fsync(tmp.fileno())

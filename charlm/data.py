@@ -19,6 +19,7 @@ the ``r``-th of every ``W`` consecutive slices of ``batch_size`` windows.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -102,8 +103,9 @@ class SplitWriter:
 
     def abort(self) -> None:
         for tmp in (self._bin, self._idx):
-            tmp.close()
             Path(tmp.name).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # flushing the buffer fails again on a full disk
+                tmp.close()
 
     def __enter__(self) -> SplitWriter:
         return self

@@ -1,5 +1,6 @@
 """The errors a user can cause. The CLI turns each into one line and an exit code."""
 
+import contextlib
 import signal
 
 
@@ -53,6 +54,31 @@ class Interrupted(KeyboardInterrupt):
 def raise_interrupted(signum, frame):
     """A signal handler: SIGINT and SIGTERM alike become ``Interrupted``."""
     raise Interrupted(signum)
+
+
+def os_error(exc: BaseException | None) -> OSError | None:
+    """The OSError behind ``exc``: itself, or one it was raised from or during (torch wraps a full disk)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+@contextlib.contextmanager
+def file_errors(path=None):
+    """A full disk or an unwritable path is the user's to fix: one line naming the file, not a traceback."""
+    try:
+        yield
+    except CharLMError:
+        raise
+    except Exception as exc:
+        error = os_error(exc)
+        if error is None:
+            raise
+        raise CharLMError(f"{error.filename or path or 'file system'}: {error.strerror or error}") from exc
 
 
 def first_line(exc: BaseException) -> str:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from charlm.atomic import remove_stale_temps, signals_deferred, write_json_atomic
-from charlm.errors import CharLMError, UsageError, first_line
+from charlm.errors import CharLMError, UsageError, file_errors, first_line
 from charlm.runners import ModelRunner
 
 GATES = {  # name -> (default bound, applies to exact formats, direction)
@@ -269,7 +269,8 @@ def export(fmt: str, checkpoint: str | Path, out: str | Path, options: dict | No
     _remove(partial)  # left by a crash
     try:
         try:
-            exporter.export(model, job, partial)
+            with file_errors(out):  # a full disk is the user's to fix, not a failed exporter
+                exporter.export(model, job, partial)
         except CharLMError:
             raise
         except Exception as exc:  # torch.export / ONNX failures run to pages; the first line names the cause
@@ -279,7 +280,7 @@ def export(fmt: str, checkpoint: str | Path, out: str | Path, options: dict | No
             runner = open_artefact(fmt, exporter, partial, torch.device("cpu"))
             report = validate(model, runner, partial, fmt, exporter.exact, data, tolerances)
             report.artifact = str(out)
-        with signals_deferred():
+        with file_errors(out), signals_deferred():
             _move_into_place(partial, out)
             if report is not None:
                 write_json_atomic(report_path(out), report.to_dict())

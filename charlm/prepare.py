@@ -104,13 +104,13 @@ def prepare(
             **splits,
         }
         with signals_deferred():  # the splits and meta.json change together: a signal waits for all of them
+            write_json_atomic(out / "meta.json", meta)  # first: renames cannot fail for a full disk
             train.publish()
             if has_val:
                 val.publish()
             else:  # a val split from an earlier run would no longer match meta.json
                 for stale in (out / "val.bin", idx_path(out / "val.bin")):
                     stale.unlink(missing_ok=True)
-            write_json_atomic(out / "meta.json", meta)
     return meta
 
 

@@ -1,10 +1,9 @@
 """``charlm data prepare INPUT... --out DIR`` and ``charlm data pull NAME [key=value ...] --out DIR``."""
 
 import argparse
-from contextlib import contextmanager
 from pathlib import Path
 
-from charlm.errors import CharLMError, UsageError
+from charlm.errors import UsageError, file_errors
 
 
 def add_parser(sub):
@@ -62,15 +61,6 @@ def _indices(text: str) -> list[int]:
     return values
 
 
-@contextmanager
-def _file_errors():
-    """A full disk or an unwritable --out is the user's to fix, not a traceback."""
-    try:
-        yield
-    except OSError as exc:
-        raise CharLMError(f"{exc.filename or 'file system'}: {exc.strerror or exc}") from exc
-
-
 def _prepare(args, inputs, **split) -> None:
     """The packing step of both commands, with the options they share."""
     from charlm.prepare import prepare  # numpy and torch: imported only when packing
@@ -88,7 +78,7 @@ def _prepare(args, inputs, **split) -> None:
 
 
 def run_prepare(args) -> int:
-    with _file_errors():
+    with file_errors(args.out):
         _prepare(args, args.inputs, val_inputs=args.val_inputs)
     return 0
 
@@ -104,7 +94,7 @@ def run_pull(args) -> int:
     options = parse_options(args.options + args.overrides, "data source", "timeout_s=60")
     spec = resolve_component({"kind": args.name, **options}, "data_source", f"data_source.{args.name}")
     source = get_registry().create("data_source", spec)
-    with _file_errors():
+    with file_errors(args.out):
         raw = Path(args.out) / "raw"
         remove_stale_temps(raw)  # downloads an interrupted pull left half-written
         files = source.fetch(raw)

@@ -36,3 +36,19 @@ def paths(corpus, checkpoint, tmp_path_factory) -> dict[str, str]:
 def in_scratch_dir(tmp_path, monkeypatch):
     """Cases run in a scratch directory: a command's default output (plot's curve.png) lands there."""
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A directory on a real 1 MiB tmpfs (a full disk, for real), or a skip where mounting is not allowed."""
+    import shutil
+    import subprocess
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    if shutil.which("mount") is None or subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
+    ).returncode != 0:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
