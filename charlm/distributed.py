@@ -51,12 +51,25 @@ def init_distributed(device: torch.device, timeout_s: float = 600.0) -> tuple[Di
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
+        timeout = datetime.timedelta(seconds=timeout_s)
         with peer_failures():
             dist.init_process_group(
                 backend="nccl" if device.type == "cuda" else "gloo",
-                timeout=datetime.timedelta(seconds=timeout_s),
+                timeout=timeout,
+                **_attempt_store(info, timeout),
             )
     return info, device
+
+
+def _attempt_store(info: DistInfo, timeout: datetime.timedelta) -> dict:
+    """Under torchrun the workers share its agent's store, and keys that an earlier attempt wrote
+    survive an elastic restart (pytorch/pytorch#135712): a restarted rank could then read a dead
+    peer's address and never connect. Each attempt gets keys of its own."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return {}
+    agent = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), info.world_size, is_master=False, timeout=timeout)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return {"store": dist.PrefixStore(f"charlm/attempt_{attempt}/", agent), "rank": info.rank, "world_size": info.world_size}
 
 
 @contextlib.contextmanager
