@@ -64,8 +64,9 @@ def save(path: Path, payload: dict, model: torch.nn.Module, optimizer, info: dis
 
 
 def _fresh_temp(path: Path) -> str:
-    """A new temporary sibling of ``path``, after removing those a killed write left behind."""
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+    """A new temporary sibling of ``path``, after removing those killed writes left behind (the run lock
+    keeps out every other writer)."""
+    for stale in path.parent.glob(f".step-*{SUFFIX}.*.tmp"):
         shutil.rmtree(stale, ignore_errors=True)
     return tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
 

@@ -92,6 +92,9 @@ def loading_into(model: ByteLM, optimizer, job) -> Iterator[tuple[ByteLM, object
     yield plain, plain_optimizer
     model_state, optimizer_state = get_state_dict(plain, torch_optimizers(plain_optimizer))
     set_state_dict(
-        model, torch_optimizers(optimizer), model_state_dict=model_state, optim_state_dict=optimizer_state,
+        model,
+        torch_optimizers(optimizer),
+        model_state_dict=model_state,
+        optim_state_dict=optimizer_state,
         options=StateDictOptions(full_state_dict=True),
     )
