@@ -12,6 +12,7 @@ import os
 import pickle
 import random
 import re
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from charlm.errors import CharLMError, file_errors
 
 FORMAT = "charlm-checkpoint"
 FORMAT_VERSION = 1
-STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
+STEP_FILE = re.compile(r"^step-(\d+)\.(pt|dcp)$")  # .dcp: a directory (charlm.dcp_checkpoint)
 
 
 def capture_rng() -> dict:
@@ -50,8 +51,8 @@ def restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def step_path(directory: Path, step: int) -> Path:
-    return Path(directory) / f"step-{step:06d}.pt"
+def step_path(directory: Path, step: int, suffix: str = ".pt") -> Path:
+    return Path(directory) / f"step-{step:06d}{suffix}"
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
@@ -89,6 +90,10 @@ def verify_zip(path: Path) -> None:
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        from charlm.dcp_checkpoint import load_payload
+
+        return load_payload(path, map_location)
     if not path.is_file():
         raise CharLMError(f"{path}: no such checkpoint")
     verify_zip(path)
@@ -121,14 +126,17 @@ def step_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
 
 def prune_checkpoints(directory: str | Path, keep_last: int) -> None:
     for _, path in step_checkpoints(directory)[:-keep_last]:
-        path.unlink(missing_ok=True)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def checkpoint_files(directory: str | Path) -> list[Path]:
-    """``last.pt``, then the step files newest first: the order ``--resume auto`` tries them in."""
+    """``last.pt``, then the step files (and DCP directories) newest first: the order ``--resume auto`` tries them in."""
     directory = Path(directory)
     candidates = [directory / "last.pt"] + [p for _, p in reversed(step_checkpoints(directory))]
-    return [path for path in candidates if path.is_file()]
+    return [path for path in candidates if path.exists()]
 
 
 def newest_loadable_checkpoint(

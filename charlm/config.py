@@ -130,7 +130,7 @@ class LoggingConfig:
 
 @attrs.define
 class DistributedConfig:
-    strategy: Literal["ddp", "auto"] = "ddp"  # "auto": DDP (FSDP is not implemented yet)
+    strategy: Literal["ddp", "fsdp", "auto"] = "ddp"  # "auto": DDP (one node, a model that fits); "fsdp": FSDP2
     timeout_s: float = attrs.field(default=600.0, validator=positive)  # a collective waits this long for a lost peer
 
 

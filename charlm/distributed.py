@@ -96,6 +96,21 @@ def _collective_failure(exc: BaseException) -> str:
     return line.split(". ")[0][:200]
 
 
+@contextlib.contextmanager
+def no_sync(module: torch.nn.Module):
+    """Keep this micro-step's gradients local (reduced with the last one's): DDP's ``no_sync``, FSDP2's switch."""
+    module = getattr(module, "_orig_mod", module)  # under torch.compile
+    if not hasattr(module, "set_requires_gradient_sync"):
+        with module.no_sync():
+            yield
+        return
+    module.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        module.set_requires_gradient_sync(True)
+
+
 def from_main(value, info: DistInfo):
     """Rank 0's ``value`` on every rank: decisions that must be one (e.g. what is on disk)."""
     if not info.enabled:

@@ -2,7 +2,8 @@
 
 ``charlm generate``, ``charlm eval``, ``charlm export`` and ``charlm.load`` all come here:
 
-- ``RUN_DIR`` (a directory with ``checkpoints/last.pt``) means that checkpoint;
+- ``RUN_DIR`` (a directory with ``checkpoints/last.pt``) means that checkpoint (an FSDP run's:
+  its newest ``step-NNNNNN.dcp`` directory, read as one file, see ``charlm.dcp_checkpoint``);
 - an artefact is found by asking every installed exporter ``recognise(path)`` (by content,
   whatever the name) and runs through the ``Runner`` its ``load`` returns;
 - anything else is read as a checkpoint (``torch.load(weights_only=True)``, never code)
@@ -32,6 +33,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Language
 def load_runner(path: str | Path, device: str | torch.device = "cpu") -> Runner:
     """A checkpoint, run directory or artefact -> the ``Runner`` that runs it on ``device``."""
     from charlm.config import resolve_device
+    from charlm.dcp_checkpoint import is_dcp_checkpoint
 
     device = resolve_device(device) if isinstance(device, str) else device
     path = checkpoint_path(path)
@@ -39,7 +41,7 @@ def load_runner(path: str | Path, device: str | torch.device = "cpu") -> Runner:
         raise CharLMError(f"{path}: no such checkpoint, run directory or artefact")
     found = recognising_exporter(path)
     if found is None:
-        if path.is_dir():
+        if path.is_dir() and not is_dcp_checkpoint(path):
             raise CharLMError(
                 f"{path}: neither a run directory (no {RUN_CHECKPOINT}) nor an artefact of an installed"
                 " exporter (charlm export --list)"
@@ -49,9 +51,12 @@ def load_runner(path: str | Path, device: str | torch.device = "cpu") -> Runner:
 
 
 def checkpoint_path(path: str | Path) -> Path:
-    """``RUN_DIR`` -> ``RUN_DIR/checkpoints/last.pt``; any other path as it is."""
+    """``RUN_DIR`` -> ``RUN_DIR/checkpoints/last.pt``, or an FSDP run's newest DCP directory; any other path as it is."""
+    from charlm.checkpoint import checkpoint_files
+
     path = Path(path)
-    return path / RUN_CHECKPOINT if (path / RUN_CHECKPOINT).is_file() else path
+    newest = checkpoint_files(path / RUN_CHECKPOINT.parent)
+    return newest[0] if newest else path
 
 
 def load_checkpoint_model(path: str | Path, device: str | torch.device = "cpu"):

@@ -18,7 +18,7 @@ import attrs
 import torch
 
 from charlm import checkpoint as ckpt
-from charlm import distributed
+from charlm import dcp_checkpoint, distributed, fsdp
 from charlm.config import JobConfig, config_to_toml, resolve_device, to_dict
 from charlm.data import PackedDataset, open_split
 from charlm.errors import ConfigError, UsageError
@@ -55,7 +55,12 @@ class Trainer:
 
         torch.manual_seed(job.seed)
         self.model = ByteLM(job.model, max_len=job.seq_len).to(self.device)
+        self.fsdp = self.dist.enabled and job.distributed.strategy == "fsdp"
+        if self.fsdp:  # before the optimizer: it holds the sharded parameters
+            fsdp.shard_model(self.model, job.precision)
         self.optimizer = get_registry().create("optimizer", job.optimizer, model=self.model)
+        if self.fsdp:
+            fsdp.shard_optimizer(self.optimizer)
         self.schedule = get_registry().create("scheduler", job.scheduler)
         self.train_step = TrainStep(self.model, self.optimizer, job, self.dist, self.device, self.accum)
 
@@ -81,7 +86,11 @@ class Trainer:
             return None
         changes = check_resumable(payload["config"], to_dict(self.job), path)
         self.resume_notes += [f"resume changes {change}" for change in changes]
-        self.state = TrainState.from_payload(payload, self.model, self.optimizer, source=path)
+        if self.fsdp:  # a whole payload (file or DCP directory), sharded on the way in
+            with fsdp.loading_into(self.model, self.optimizer, self.job) as (model, optimizer):
+                self.state = TrainState.from_payload(payload, model, optimizer, source=path)
+        else:
+            self.state = TrainState.from_payload(payload, self.model, self.optimizer, source=path)
         ckpt.restore_rng(self.state.rng)
         return path
 
@@ -191,9 +200,13 @@ class Trainer:
         return distributed.any_rank(stop.received is not None, self.dist, self.device)
 
     def save(self) -> Path | None:
-        """Checkpoint the state (rank 0 writes); non-finite weights are never saved, on any rank."""
-        if not torch.stack([p.isfinite().all() for p in self.model.parameters()]).all():
+        """Checkpoint the state (rank 0 writes; under FSDP every rank its shards); non-finite
+        weights are never saved, on any rank."""
+        finite = torch.stack([fsdp.local(p).isfinite().all() for p in self.model.parameters()]).all()
+        if distributed.any_rank(not finite, self.dist, self.device):
             raise NonFiniteLoss(f"non-finite weights after step {self.state.step}; the last good checkpoint is kept. Lower optimizer.lr")
+        if self.fsdp:
+            return self.save_sharded()
         if not self.dist.is_main:
             return None
         self.state.rng = ckpt.capture_rng()
@@ -202,6 +215,18 @@ class Trainer:
         ckpt.save_checkpoint(path, payload)
         ckpt.save_checkpoint(self.ckpt_dir / "last.pt", payload)
         ckpt.prune_checkpoints(self.ckpt_dir, self.job.checkpoint.keep_last)
+        return path
+
+    def save_sharded(self) -> Path:
+        """An FSDP checkpoint: a DCP directory per step; it replaces ``last.pt`` as the newest."""
+        self.state.rng = ckpt.capture_rng()
+        payload = self.state.to_payload(self.model, self.optimizer, to_dict(self.job), self.versions)
+        del payload["model"], payload["optimizer"]  # in the DCP shards
+        path = ckpt.step_path(self.ckpt_dir, self.state.step, dcp_checkpoint.SUFFIX)
+        dcp_checkpoint.save(path, payload, self.model, self.optimizer, self.dist)
+        if self.dist.is_main:
+            (self.ckpt_dir / "last.pt").unlink(missing_ok=True)  # older, from a run before this one
+            ckpt.prune_checkpoints(self.ckpt_dir, self.job.checkpoint.keep_last)
         return path
 
     def stopped(self, signal_name: str | None) -> dict:
@@ -215,9 +240,10 @@ class Trainer:
         self.save()
         result = {"step": state.step, "elapsed_s": state.elapsed_s}
         if self.val_split is not None and job.logging.final_eval:
+            # under FSDP every forward gathers weights on all ranks: each scores every window
             res = evaluate_bpb(
                 self.model, self.val_split.tokens, job.seq_len, job.seq_len, job.micro_batch_size, self.device,
-                dist=self.dist,
+                dist=None if self.fsdp else self.dist,
             )
             self.log.record({"step": state.step, "val_bpb": res.bpb, "val_bytes": res.bytes_scored, "split": "full"})
             where = f"the whole split ({res.bytes_scored:,} bytes, stride {job.seq_len})"

@@ -35,7 +35,7 @@ class TrainStep:
 
     def _wrap(self, compile: bool):
         model = self.model
-        if self.dist.enabled:
+        if self.dist.enabled and self.job.distributed.strategy != "fsdp":  # FSDP: sharded already (charlm.fsdp)
             from torch.nn.parallel import DistributedDataParallel
 
             model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -68,7 +68,7 @@ class TrainStep:
         for i in range(self.accum):
             x, y = (t.to(self.device, non_blocking=True) for t in next(batches))
             last = not self.dist.enabled or i == self.accum - 1  # DDP syncs gradients on the last only
-            with contextlib.nullcontext() if last else self.forward.no_sync():
+            with contextlib.nullcontext() if last else distributed.no_sync(self.forward):
                 with self.autocast():
                     logits, _ = self.forward(x)
                     # mean over the micro-batch, divided by accum: the sum is the big-batch mean
