@@ -98,6 +98,17 @@ def compiled_runner(model: ByteLM, job, new: int) -> tuple[ModelRunner, float]:
     return runner, time.perf_counter() - t0
 
 
+def ops_per_byte(runner: ModelRunner, steps: int = 10) -> float:
+    """Top-level torch ops per sampled byte (sampler + step): the per-step overhead's driver,
+    and a count that a crowded machine does not disturb."""
+    sampler, generator = build_sampler(temperature=1.0), torch.Generator().manual_seed(0)
+    logits, state = runner.start(torch.zeros(1, 8, dtype=torch.long))
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            logits, state = runner.step(sampler(logits, generator), state)
+    return sum(event.cpu_parent is None for event in prof.events()) / steps
+
+
 def decode_rate(runner: ModelRunner, new: int, window: Window) -> float:
     """Bytes/s of cached sampling at batch 1, prefill and re-windows included."""
     sampler = build_sampler(temperature=1.0)
@@ -121,9 +132,9 @@ def main() -> None:
     models = {name: (job, ByteLM(job.model, job.seq_len).eval()) for name, job in jobs().items()}
     header = (
         f"{'shape':<6} {'thr':>3} {'params':>10} {'read/step':>9} {'DRAM':>8} {'limit':>7}"
-        f" {'floor':>7} {'step':>7} {'overhd':>7} {'decode':>7} {'vs limit':>8}"
+        f" {'floor':>7} {'step':>7} {'overhd':>7} {'ops':>5} {'decode':>7} {'vs limit':>8}"
     )
-    units = f"{'':<21} {'MB':>9} {'GB/s':>8} {'B/s':>7}" + f" {'ms':>7}" * 3 + f" {'B/s':>7}"
+    units = f"{'':<21} {'MB':>9} {'GB/s':>8} {'B/s':>7}" + f" {'ms':>7}" * 3 + f" {'/byte':>5} {'B/s':>7}"
     print(f"torch {torch.__version__}; best of {args.reps} alternating reps; decode: {args.new} bytes, temperature 1\n")
     if args.compile:
         header += f" {'compiled':>8} {'compile':>7} {'pays after':>10}"
@@ -153,7 +164,8 @@ def main() -> None:
             row = (
                 f"{name:<6} {threads:>3} {model.num_parameters():>10,} {read / 1e6:>9.1f} {b['bw'] / 1e9:>8.1f}"
                 f" {limit:>7,.0f} {1e3 * b['floor']:>7.2f} {1e3 * b['step']:>7.2f}"
-                f" {1e3 * (b['step'] - b['floor']):>7.2f} {b['rate']:>7,.0f} {b['rate'] / limit:>7.2f}x"
+                f" {1e3 * (b['step'] - b['floor']):>7.2f} {ops_per_byte(ModelRunner(model, job)):>5.0f}"
+                f" {b['rate']:>7,.0f} {b['rate'] / limit:>7.2f}x"
             )
             if name in compiled:
                 compile_s, saved = compiled[name][1], 1 / b["rate"] - 1 / b["compiled"]
@@ -162,7 +174,7 @@ def main() -> None:
             print(row, flush=True)
     print(
         "\nread/step: matmul weights + full KV cache; limit = DRAM / read; floor: the same matmuls alone;"
-        "\noverhd = step - floor; decode: end-to-end cached sampling; vs limit = decode / limit."
+        "\noverhd = step - floor; ops: top-level torch ops per sampled byte; decode: end-to-end cached sampling; vs limit = decode / limit."
         + ("\ncompiled: decode with a compiled step; pays after: compile s / (1/decode - 1/compiled)." if args.compile else "")
     )
 
