@@ -13,7 +13,11 @@ Weights are random (speed does not depend on them). Each figure is the best of `
 repetitions in one process (a repetition's floor and step are means over the same number of
 steps): the best is the least disturbed by other work on a shared machine.
 
-    python bench/decode_limit.py [--threads 1 2] [--reps 5] [--new 512]
+``--compile`` also times the ``torch.compile``d decode step (``charlm generate --compile``):
+its B/s, the compile time, and the bytes after which compiling pays back (compile seconds /
+seconds saved per byte).
+
+    python bench/decode_limit.py [--threads 1 2] [--reps 5] [--new 512] [--compile]
 """
 
 from __future__ import annotations
@@ -85,6 +89,26 @@ def step_time(runner: ModelRunner, steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
+def compiled_runner(model: ByteLM, job, new: int) -> tuple[ModelRunner, float]:
+    """A runner with a compiled decode step, and the seconds its compile took (one short run)."""
+    runner = ModelRunner(model, job)
+    runner.compile()
+    t0 = time.perf_counter()
+    decode_rate(runner, min(new, 32), Window(job.seq_len))
+    return runner, time.perf_counter() - t0
+
+
+def ops_per_byte(runner: ModelRunner, steps: int = 10) -> float:
+    """Top-level torch ops per sampled byte (sampler + step): the per-step overhead's driver,
+    and a count that a crowded machine does not disturb."""
+    sampler, generator = build_sampler(temperature=1.0), torch.Generator().manual_seed(0)
+    logits, state = runner.start(torch.zeros(1, 8, dtype=torch.long))
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            logits, state = runner.step(sampler(logits, generator), state)
+    return sum(event.cpu_parent is None for event in prof.events()) / steps
+
+
 def decode_rate(runner: ModelRunner, new: int, window: Window) -> float:
     """Bytes/s of cached sampling at batch 1, prefill and re-windows included."""
     sampler = build_sampler(temperature=1.0)
@@ -101,20 +125,28 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--new", type=int, default=512, help="bytes per decode run")
+    parser.add_argument("--compile", action="store_true", help="also time a torch.compile'd decode step")
     args = parser.parse_args()
 
     torch.manual_seed(0)
     models = {name: (job, ByteLM(job.model, job.seq_len).eval()) for name, job in jobs().items()}
     header = (
         f"{'shape':<6} {'thr':>3} {'params':>10} {'read/step':>9} {'DRAM':>8} {'limit':>7}"
-        f" {'floor':>7} {'step':>7} {'overhd':>7} {'decode':>7} {'vs limit':>8}"
+        f" {'floor':>7} {'step':>7} {'overhd':>7} {'ops':>5} {'decode':>7} {'vs limit':>8}"
     )
-    units = f"{'':<21} {'MB':>9} {'GB/s':>8} {'B/s':>7}" + f" {'ms':>7}" * 3 + f" {'B/s':>7}"
+    units = f"{'':<21} {'MB':>9} {'GB/s':>8} {'B/s':>7}" + f" {'ms':>7}" * 3 + f" {'/byte':>5} {'B/s':>7}"
     print(f"torch {torch.__version__}; best of {args.reps} alternating reps; decode: {args.new} bytes, temperature 1\n")
+    if args.compile:
+        header += f" {'compiled':>8} {'compile':>7} {'pays after':>10}"
+        units += f" {'B/s':>8} {'s':>7} {'bytes':>10}"
     print(header + "\n" + units + "\n" + "-" * len(header))
     for threads in args.threads:
         torch.set_num_threads(threads)
-        best = {name: {"bw": 0.0, "floor": 1e9, "step": 1e9, "rate": 0.0} for name in models}
+        best = {name: {"bw": 0.0, "floor": 1e9, "step": 1e9, "rate": 0.0, "compiled": 0.0} for name in models}
+        compiled = {}
+        if args.compile:  # compiled per thread count: the generated code is specialised to it
+            torch._dynamo.reset()
+            compiled = {name: compiled_runner(model, job, args.new) for name, (job, model) in models.items()}
         for _ in range(args.reps):  # alternate shapes and measures, keep each one's best
             for name, (job, model) in models.items():
                 runner, b = ModelRunner(model, job), best[name]
@@ -123,19 +155,27 @@ def main() -> None:
                 b["floor"] = min(b["floor"], matmul_floor(matmul_weights(model), steps))
                 b["step"] = min(b["step"], step_time(runner, steps))
                 b["rate"] = max(b["rate"], decode_rate(runner, args.new, Window(job.seq_len)))
+                if name in compiled:
+                    b["compiled"] = max(b["compiled"], decode_rate(compiled[name][0], args.new, Window(job.seq_len)))
         for name, (job, model) in models.items():
             b = best[name]
             read = sum(w.numel() * w.element_size() for w in matmul_weights(model)) + kv_bytes(job)
             limit = b["bw"] / read
-            print(
+            row = (
                 f"{name:<6} {threads:>3} {model.num_parameters():>10,} {read / 1e6:>9.1f} {b['bw'] / 1e9:>8.1f}"
                 f" {limit:>7,.0f} {1e3 * b['floor']:>7.2f} {1e3 * b['step']:>7.2f}"
-                f" {1e3 * (b['step'] - b['floor']):>7.2f} {b['rate']:>7,.0f} {b['rate'] / limit:>7.2f}x",
-                flush=True,
+                f" {1e3 * (b['step'] - b['floor']):>7.2f} {ops_per_byte(ModelRunner(model, job)):>5.0f}"
+                f" {b['rate']:>7,.0f} {b['rate'] / limit:>7.2f}x"
             )
+            if name in compiled:
+                compile_s, saved = compiled[name][1], 1 / b["rate"] - 1 / b["compiled"]
+                pays = f"{compile_s / saved:>10,.0f}" if saved > 0 else f"{'never':>10}"
+                row += f" {b['compiled']:>8,.0f} {compile_s:>7.1f} {pays}"
+            print(row, flush=True)
     print(
         "\nread/step: matmul weights + full KV cache; limit = DRAM / read; floor: the same matmuls alone;"
-        "\noverhd = step - floor; decode: end-to-end cached sampling; vs limit = decode / limit."
+        "\noverhd = step - floor; ops: top-level torch ops per sampled byte; decode: end-to-end cached sampling; vs limit = decode / limit."
+        + ("\ncompiled: decode with a compiled step; pays after: compile s / (1/decode - 1/compiled)." if args.compile else "")
     )
 
 

@@ -38,19 +38,25 @@ class NgramEmbedding(nn.Module):
         self.tables = nn.ModuleList(nn.Embedding(rows, d_model) for rows in buckets)
         for table in self.tables:
             nn.init.zeros_(table.weight)  # the n-grams have no say until they learn one
+        # the hash's weight of the byte ``back`` positions back, and each table's rows (derived: not saved)
+        powers = [pow(BASE, back, PRIME) for back in range(self.context + 1)]
+        self.register_buffer("powers", torch.tensor(powers), persistent=False)
+        self.register_buffer("rows", torch.tensor(buckets), persistent=False)
 
     def forward(self, idx: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
         """Embeddings [B, T, d_model] of the n-grams ending at each byte of ``idx`` [B, T],
         ``before`` [B, context] holding the bytes that precede each row."""
-        length = idx.shape[1]
+        length, context = idx.shape[1], self.context
         seq = torch.cat([before, idx], dim=1)
-        code = idx
+        # [B, T, context + 1]: each byte, then the bytes 1, 2, ... positions before it
+        back = torch.stack([seq[:, context - b : context - b + length] for b in range(context + 1)], dim=-1)
+        # every n-gram's hash in a few ops (a decode step is dominated by op count): a running
+        # sum of byte * BASE^back, then one modulo; exact, as the sums stay below 2^43
+        codes = (back * self.powers).cumsum(dim=-1)[..., 1:] % PRIME
+        rows = bucket_of(codes, self.rows)
         out = 0
-        for back, table in enumerate(self.tables, start=1):
-            # extend each n-gram by the byte ``back`` positions earlier
-            earlier = seq[:, self.context - back : self.context - back + length]
-            code = (code + earlier * pow(BASE, back, PRIME)) % PRIME
-            out = out + table(bucket_of(code, table.num_embeddings))
+        for i, table in enumerate(self.tables):
+            out = out + table(rows[..., i])
         return out
 
     def init_state(self, batch: int, device) -> torch.Tensor:

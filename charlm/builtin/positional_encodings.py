@@ -29,7 +29,9 @@ class Rotary(nn.Module):
         # angles in float64: at position 1e5 a float32 angle is already off by ~1e-2 rad
         positions = torch.arange(start, start + length, dtype=torch.float64, device=self.inv_freq.device)
         angles = torch.outer(positions, self.inv_freq)
-        return angles.cos().float(), angles.sin().float()
+        cos, sin = angles.cos().float(), angles.sin().float()
+        # full head width, the sine signed per half: a rotation is then two products and a sum
+        return torch.cat([cos, cos], dim=-1), torch.cat([-sin, sin], dim=-1)
 
     def embed(self, x: torch.Tensor, pos: int) -> torch.Tensor:
         return x
@@ -45,9 +47,13 @@ class Rotary(nn.Module):
 
 
 def _rotate_half_split(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    """(x1 cos - x2 sin, x2 cos + x1 sin) for the halves x1, x2 of ``x``, bit for bit, in half
+    the ops (a decode step is dominated by op count): ``sin`` holds (-sin, sin), and
+    x1 cos + x2 (-sin) rounds exactly as x1 cos - x2 sin."""
+    if cos.dtype != x.dtype:
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    return x * cos + torch.cat((x2, x1), dim=-1) * sin
 
 
 class LearnedAbsolute(nn.Module):
