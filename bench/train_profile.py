@@ -70,7 +70,7 @@ def job_for(shape: str, work: Path, out: str, overrides: list[str]):
     return load_config(path, common)
 
 
-OPTIMIZER_ROWS = {"muon": "optimizer: muon (incl. Newton-Schulz)", "adamw": "optimizer: adamw", "ngram": "optimizer: n-gram rows (SparseAdam)"}
+OPTIMIZER_ROWS = {"muon": "optimizer: muon (incl. Newton-Schulz)", "adamw": "optimizer: adamw", "ngram": "optimizer: n-gram rows (LazyAdam)"}
 
 
 def optimizer_parts(optimizer) -> dict:

@@ -78,3 +78,21 @@ def test_clipping_sparse_gradients_matches_the_dense_clip():
     assert grads[True][0] > 0.5  # the clip scaled the gradients
     for a, b in zip(grads[True][1], grads[False][1]):
         torch.testing.assert_close(a, b)
+
+
+def test_lazy_adam_follows_sparse_adam():
+    from charlm.builtin.lazy_adam import LazyAdam
+
+    torch.manual_seed(0)
+    tables = [torch.nn.Embedding(50, 8, sparse=True) for _ in range(2)]
+    tables[1].load_state_dict(tables[0].state_dict())
+    start = tables[0].weight.detach().clone()
+    opts = [torch.optim.SparseAdam(tables[0].parameters(), lr=0.1), LazyAdam(tables[1].parameters(), lr=0.1)]
+    for _ in range(5):
+        idx = torch.randint(0, 50, (30,))  # repeated rows: their gradients add up
+        for table, opt in zip(tables, opts):
+            table(idx).pow(2).sum().backward()
+            opt.step()
+            opt.zero_grad()
+    torch.testing.assert_close(tables[1].weight, tables[0].weight)
+    assert not torch.equal(tables[1].weight, start)

@@ -2,8 +2,8 @@
 are there). Each factory builds its own parameter groups, and every group carries ``base_lr``.
 
 The n-gram tables take the AdamW options' ``ngram_lr`` and ``ngram_update``. With
-``ngram_update = "lazy"`` the tables give sparse gradients and ``torch.optim.SparseAdam``
-updates only the rows a batch used (a table has ~10^4-10^5 rows, a batch touches a few
+``ngram_update = "lazy"`` the tables give sparse gradients and ``LazyAdam`` (SparseAdam's
+rule, faster here) updates only the rows a batch used (a table has ~10^4-10^5 rows, a batch touches a few
 thousand): the dense gradient and the AdamW pass over every row, most of a micro step's
 optimizer time, are gone. Lazy Adam is a different optimizer (an unused row keeps its
 moments and does not move), so it is an option, stored under its own state-dict key.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
+from charlm.builtin.lazy_adam import LazyAdam
 from charlm.builtin.optimizers import AdamWConfig, MuonConfig
 
 
@@ -85,15 +86,15 @@ class OptimizerChain:
 
 
 def _split_lazy_ngram(named, model: torch.nn.Module, cfg: AdamWConfig) -> tuple[list, dict]:
-    """(the parameters left for AdamW, {"ngram": SparseAdam} or {}): with ``ngram_update =
-    "lazy"``, the n-gram tables switch to sparse gradients and get a SparseAdam of their own."""
+    """(the parameters left for AdamW, {"ngram": LazyAdam} or {}): with ``ngram_update =
+    "lazy"``, the n-gram tables switch to sparse gradients and get a LazyAdam of their own."""
     if cfg.ngram_update != "lazy" or getattr(model, "ngram", None) is None:
         return named, {}
     for table in model.ngram.tables:
         table.sparse = True
     lr = cfg.ngram_lr if cfg.ngram_lr is not None else cfg.lr
     tables = [p for n, p in named if _is_ngram(n)]
-    lazy = torch.optim.SparseAdam([{"params": tables, "base_lr": lr}], lr=lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    lazy = LazyAdam([{"params": tables, "base_lr": lr}], lr=lr, betas=tuple(cfg.betas), eps=cfg.eps)
     return [(n, p) for n, p in named if not _is_ngram(n)], {"ngram": lazy}
 
 
