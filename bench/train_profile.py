@@ -7,7 +7,12 @@ its share. "loop overhead" is the real ``Trainer.step`` (the loop ``charlm run``
 ``logging.log_every = 1``) minus the phases' sum: scheduling, bookkeeping and logging. The
 optimizer rows name what they update; with Muon, "muon" includes the Newton-Schulz iterations.
 
-    python bench/train_profile.py [--shape micro|baby|both] [--steps 40] [--threads 1] [KEY=VALUE ...]
+``--shape ngram`` times the n-gram tables' part alone at the micro recipe's sizes and batch:
+backward into the tables, the optimizer step and zero_grad for a dense fused AdamW, for
+``torch.optim.SparseAdam`` and for ``LazyAdam`` (``ngram_update = "lazy"``), alternating
+round by round in one process, so that a machine whose speed drifts slows all three alike.
+
+    python bench/train_profile.py [--shape micro|baby|both|ngram] [--steps 40] [--threads 1] [KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from common import add_threads_flag, micro_job, use_threads  # bench/ is on sys.path when run as a script
 
+from charlm.builtin.lazy_adam import LazyAdam
 from charlm.config import load_config
 from charlm.train import Trainer
 from charlm.train_step import clip_grad_norm
@@ -147,14 +153,49 @@ def profile(shape: str, steps: int, work: Path, overrides: list[str]) -> None:
           f"{peak / 1e9:.0f} GFLOP/s")
 
 
+def ngram_update_times(steps: int) -> None:
+    """Backward, step and zero_grad of the micro recipe's n-gram tables under three optimizers."""
+    job = micro_job()
+    tokens = job.micro_batch_size * job.seq_len
+    rows = job.model.ngram_buckets
+    builders = {
+        "dense fused AdamW": lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.0, fused=True),
+        "SparseAdam": lambda ps: torch.optim.SparseAdam(ps, lr=1e-2),
+        "LazyAdam": lambda ps: LazyAdam(ps, lr=1e-2),
+    }
+    setups = {}
+    for name, build in builders.items():
+        tables = [torch.nn.Embedding(n, job.model.d_model, sparse=name != "dense fused AdamW") for n in rows]
+        setups[name] = (tables, build([t.weight for t in tables]))
+    times: dict[str, list[tuple[float, float, float]]] = {name: [] for name in setups}
+    for _ in range(WARMUP_STEPS // 2 + steps):
+        idx = [torch.randint(0, n, (tokens,)) for n in rows]
+        for name, (tables, opt) in setups.items():
+            out = sum(t(i).sum() for t, i in zip(tables, idx))
+            t0 = time.perf_counter()
+            out.backward()
+            t1 = time.perf_counter()
+            opt.step()
+            t2 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            times[name].append((t1 - t0, t2 - t1, time.perf_counter() - t2))
+    print(f"\nn-gram tables {rows} x {job.model.d_model}, {tokens} lookups each per step, {steps} alternating rounds")
+    print(f"{'optimizer':<20} {'backward ms':>12} {'step ms':>9} {'zero_grad ms':>13} {'total ms':>9}")
+    for name, rounds in times.items():
+        med = [statistics.median(r[k] for r in rounds[WARMUP_STEPS // 2 :]) * 1e3 for k in range(3)]
+        print(f"{name:<20} {med[0]:>12.1f} {med[1]:>9.1f} {med[2]:>13.1f} {sum(med):>9.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help='dotted key=value overrides of both jobs, e.g. optimizer.adamw.ngram_update="lazy"')
-    parser.add_argument("--shape", choices=["micro", "baby", "both"], default="both")
+    parser.add_argument("--shape", choices=["micro", "baby", "both", "ngram"], default="both")
     parser.add_argument("--steps", type=int, default=40, help="timed steps per part (after the warm-up)")
     add_threads_flag(parser)
     args = parser.parse_args()
     use_threads(args.threads)
+    if args.shape == "ngram":
+        return ngram_update_times(args.steps)
     if not TRAIN_BIN.is_file():
         raise SystemExit(f"no {TRAIN_BIN}: run `make data-pull` first")
     with tempfile.TemporaryDirectory(prefix="train_profile_") as scratch:
