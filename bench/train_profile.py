@@ -91,25 +91,27 @@ def phase_times(trainer: Trainer, steps: int) -> dict[str, list[float]]:
     parts = optimizer_parts(trainer.optimizer)
     times: dict[str, list[float]] = {}
 
-    def timed(name, fn):
+    def timed(name, fn, *args):
         t0 = time.perf_counter()
-        result = fn()
+        result = fn(*args)
         times.setdefault(name, []).append(time.perf_counter() - t0)
         return result
 
+    def forward(x, y):
+        logits, _ = ts.forward(x)
+        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))
+
+    def host_syncs(loss):
+        return loss.item(), clip_grad_norm(model.parameters(), 1.0).item()
+
     for _ in range(steps):
-        x, y = timed("data", lambda: next(trainer.batches))
-
-        def forward():
-            logits, _ = ts.forward(x)
-            return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))
-
-        loss = timed("forward + loss", forward)
+        x, y = timed("data", next, trainer.batches)
+        loss = timed("forward + loss", forward, x, y)
         timed("backward", loss.backward)
-        timed("clip + host syncs", lambda: (loss.item(), clip_grad_norm(model.parameters(), 1.0).item()))
+        timed("clip + host syncs", host_syncs, loss)
         for name, opt in parts.items():
             timed(name, opt.step)
-        timed("zero_grad", lambda: trainer.optimizer.zero_grad(set_to_none=True))
+        timed("zero_grad", trainer.optimizer.zero_grad, True)
     return times
 
 
