@@ -25,6 +25,24 @@ class NonFiniteLoss(CharLMError):
     """A non-finite loss, gradient norm or weights stopped the run (``on_nonfinite = "stop"``)."""
 
 
+def clip_grad_norm(parameters, max_norm: float) -> torch.Tensor:
+    """``torch.nn.utils.clip_grad_norm_`` that also takes sparse gradients (lazily updated
+    n-gram tables): each is coalesced in place, so its values are its rows' gradients, and
+    they count in the norm and are scaled with the dense ones."""
+    params = [p for p in parameters if p.grad is not None]
+    sparse = [p for p in params if p.grad.is_sparse]
+    if not sparse:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    for p in sparse:
+        p.grad = p.grad.coalesce()
+    dense = [p.grad for p in params if not p.grad.is_sparse]
+    rows = [p.grad.values() for p in sparse]
+    total = torch.nn.utils.get_total_norm(dense + rows)
+    scale = (max_norm / (total + 1e-6)).clamp(max=1.0)  # as clip_grad_norm_ scales
+    torch._foreach_mul_(dense + rows, scale)  # values() of a coalesced tensor are its storage
+    return total
+
+
 class TrainStep:
     def __init__(self, model: torch.nn.Module, optimizer, job: JobConfig, dist, device: torch.device, accum: int):
         self.model, self.optimizer, self.job = model, optimizer, job
@@ -78,7 +96,7 @@ class TrainStep:
         loss_value = distributed.all_reduce_mean(total.item(), self.dist, self.device)
         self.scaler.unscale_(self.optimizer)
         max_norm = self.job.grad_clip if self.job.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm).item()
+        grad_norm = clip_grad_norm(self.model.parameters(), max_norm).item()
         if not math.isfinite(loss_value):
             skipped = f"non-finite loss ({loss_value})"
         elif not self.scaler.is_enabled() and not math.isfinite(grad_norm):

@@ -1,10 +1,12 @@
-"""Optimizers: which parameters AdamW decays, which ones Muon takes."""
+"""Optimizers: which parameters AdamW decays, which ones Muon takes, lazy n-gram updates."""
 
 import pytest
+import torch
 
 from charlm.config import config_from_dict
 from charlm.model import ByteLM
 from charlm.registry import get_registry
+from charlm.train_step import clip_grad_norm
 
 
 def build(optimizer: str, **model):
@@ -34,3 +36,63 @@ def test_muon_takes_block_matrices_and_adamw_the_rest():
     assert muon_names == {n for n, p in model.named_parameters() if n.startswith("blocks.") and p.ndim == 2}
     adamw_ids = {id(p) for g in opt.adamw.param_groups for p in g["params"]}
     assert muon_ids.isdisjoint(adamw_ids) and len(muon_ids | adamw_ids) == len(list(model.parameters()))
+
+
+def test_lazy_ngram_update_moves_only_the_rows_a_batch_used():
+    opt_lazy_cfg = {"kind": "muon", "adamw": {"ngram_update": "lazy", "ngram_lr": 0.05}}
+    model, opt = build(opt_lazy_cfg, ngram_buckets=[64, 128])
+    assert all(table.sparse for table in model.ngram.tables)
+    assert opt.ngram.param_groups[0]["base_lr"] == pytest.approx(0.05)
+    torch.nn.init.normal_(model.head.weight)  # a zero head passes no gradient back
+    before = [t.weight.detach().clone() for t in model.ngram.tables]
+    logits, _ = model(torch.randint(0, 256, (2, 16)))
+    logits.sum().backward()
+    used = [t.weight.grad.coalesce().indices()[0] for t in model.ngram.tables]
+    opt.step()
+    for table, old, rows in zip(model.ngram.tables, before, used):
+        changed = (table.weight.detach() != old).any(dim=1).nonzero().flatten()
+        assert set(changed.tolist()) == set(rows.tolist()) and 0 < len(rows) < table.num_embeddings
+    # the chain's state round-trips into a fresh optimizer of the same options, and refuses another layout
+    _, fresh = build(opt_lazy_cfg, ngram_buckets=[64, 128])
+    fresh.load_state_dict(opt.state_dict())
+    assert set(opt.state_dict()) == {"muon", "adamw", "ngram"}
+    with pytest.raises(ValueError, match="optimizer state holds"):
+        fresh.load_state_dict({"muon": {}, "adamw": {}})
+
+
+def test_clipping_sparse_gradients_matches_the_dense_clip():
+    idx = torch.randint(0, 256, (2, 16))
+    grads = {}
+    for sparse in (False, True):
+        torch.manual_seed(0)  # the same weights both times
+        model, _ = build("adamw", ngram_buckets=[64, 128])
+        for table in model.ngram.tables:
+            table.sparse = sparse
+            torch.nn.init.normal_(table.weight)
+        torch.nn.init.normal_(model.head.weight)
+        logits, _ = model(idx)
+        logits.pow(2).sum().backward()
+        norm = clip_grad_norm(model.parameters(), 0.5)
+        grads[sparse] = (norm, [p.grad.to_dense() for p in model.parameters()])
+    torch.testing.assert_close(grads[True][0], grads[False][0])
+    assert grads[True][0] > 0.5  # the clip scaled the gradients
+    for a, b in zip(grads[True][1], grads[False][1]):
+        torch.testing.assert_close(a, b)
+
+
+def test_lazy_adam_follows_sparse_adam():
+    from charlm.builtin.lazy_adam import LazyAdam
+
+    torch.manual_seed(0)
+    tables = [torch.nn.Embedding(50, 8, sparse=True) for _ in range(2)]
+    tables[1].load_state_dict(tables[0].state_dict())
+    start = tables[0].weight.detach().clone()
+    opts = [torch.optim.SparseAdam(tables[0].parameters(), lr=0.1), LazyAdam(tables[1].parameters(), lr=0.1)]
+    for _ in range(5):
+        idx = torch.randint(0, 50, (30,))  # repeated rows: their gradients add up
+        for table, opt in zip(tables, opts):
+            table(idx).pow(2).sum().backward()
+            opt.step()
+            opt.zero_grad()
+    torch.testing.assert_close(tables[1].weight, tables[0].weight)
+    assert not torch.equal(tables[1].weight, start)

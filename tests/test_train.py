@@ -49,22 +49,40 @@ def test_accumulation_matches_one_big_batch(corpus, tmp_path):
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
 
 
-def test_resume_continues_exactly(corpus, tmp_path):
-    train(make_job(corpus, tmp_path / "straight", max_steps=20, **{"logging.final_eval": "false"}))
-    train(make_job(corpus, tmp_path / "split", max_steps=20, **{"logging.final_eval": "false", "checkpoint.every": 10}))
+# lazily updated n-gram tables: sparse gradients and SparseAdam's state resume exactly too
+LAZY_NGRAM = {"model.ngram_buckets": "[64, 128]", "optimizer.kind": '"muon"', "optimizer.adamw.ngram_update": '"lazy"'}
+
+
+@pytest.mark.parametrize("options", [{}, LAZY_NGRAM], ids=["default", "lazy-ngram"])
+def test_resume_continues_exactly(corpus, tmp_path, options):
+    options = {"logging.final_eval": "false", **options}
+    train(make_job(corpus, tmp_path / "straight", max_steps=20, **options))
+    train(make_job(corpus, tmp_path / "split", max_steps=20, **options, **{"checkpoint.every": 10}))
     # Cut the second run at step 10: drop what came after and resume from the step-10 checkpoint.
     ckpts = tmp_path / "split/checkpoints"
     (ckpts / "step-000020.pt").unlink()
     (ckpts / "last.pt").unlink()
     records = metrics(tmp_path / "split")[:10]
     (tmp_path / "split/metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    train(make_job(corpus, tmp_path / "split", max_steps=20, **{"logging.final_eval": "false", "checkpoint.every": 10}), resume="auto")
+    train(make_job(corpus, tmp_path / "split", max_steps=20, **options, **{"checkpoint.every": 10}), resume="auto")
     assert train_losses(tmp_path / "split") == train_losses(tmp_path / "straight")
     a = load_checkpoint(tmp_path / "straight/checkpoints/last.pt")
     b = load_checkpoint(tmp_path / "split/checkpoints/last.pt")
     for name in a["model"]:
         assert torch.equal(a["model"][name], b["model"][name]), name
     assert a["step"] == b["step"] == 20 and a["data"] == b["data"]
+    assert torch.equal(torch.cat([x.flatten() for x in _tensors(a["optimizer"])]), torch.cat([x.flatten() for x in _tensors(b["optimizer"])]))
+
+
+def _tensors(state) -> list:
+    """Every tensor in an optimizer state dict, in order."""
+    if isinstance(state, torch.Tensor):
+        return [state]
+    if isinstance(state, dict):
+        return [t for key in sorted(state, key=str) for t in _tensors(state[key])]
+    if isinstance(state, (list, tuple)):
+        return [t for item in state for t in _tensors(item)]
+    return []
 
 
 def test_resume_rejects_a_different_model(corpus, tmp_path):

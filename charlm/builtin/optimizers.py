@@ -29,6 +29,11 @@ class AdamWConfig:
     eps: float = attrs.field(default=1e-8, validator=positive)
     weight_decay: float = attrs.field(default=0.1, validator=non_negative)
     fused: bool | Literal["auto"] = "auto"  # "auto": fused where the device has the kernel
+    # the n-gram tables (model.ngram_buckets): their own learning rate (None: ``lr``), and
+    # "lazy": sparse gradients and an Adam step on the rows a batch used only (LazyAdam),
+    # instead of a dense gradient and update over every row of every table each step
+    ngram_lr: float | None = attrs.field(default=None, validator=positive)
+    ngram_update: Literal["dense", "lazy"] = "dense"
 
     def check(self, job) -> None:
         if self.fused is not True:
