@@ -39,10 +39,10 @@ def shard_model(model: ByteLM, precision: str) -> ByteLM:
 
 
 def torch_optimizers(optimizer) -> list[torch.optim.Optimizer]:
-    """The ``torch.optim`` optimizers behind ``optimizer``: itself, or those a wrapper (MuonAdamW) steps."""
+    """The ``torch.optim`` optimizers behind ``optimizer``: itself, or those an ``OptimizerChain`` steps."""
     if isinstance(optimizer, torch.optim.Optimizer):
         return [optimizer]
-    return [value for value in vars(optimizer).values() if isinstance(value, torch.optim.Optimizer)]
+    return list(optimizer.optimizers.values())
 
 
 class GatheredMuon(torch.optim.Muon):

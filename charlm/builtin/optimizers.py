@@ -36,6 +36,8 @@ class AdamWConfig:
     ngram_update: Literal["dense", "lazy"] = "dense"
 
     def check(self, job) -> None:
+        if self.ngram_update == "lazy" and job.distributed.strategy == "fsdp":
+            raise ValueError('ngram_update: "lazy" (sparse gradients) does not shard; with distributed.strategy = "fsdp" use "dense"')
         if self.fused is not True:
             return
         # only an explicit fused = true needs torch to answer: config validate stays fast otherwise
