@@ -18,7 +18,7 @@ import attrs
 import torch
 
 from charlm import checkpoint as ckpt
-from charlm import dcp_checkpoint, distributed, fsdp
+from charlm import distributed
 from charlm.config import JobConfig, config_to_toml, resolve_device, to_dict
 from charlm.data import PackedDataset, open_split
 from charlm.errors import ConfigError, UsageError
@@ -57,6 +57,8 @@ class Trainer:
         self.model = ByteLM(job.model, max_len=job.seq_len).to(self.device)
         self.fsdp = self.dist.enabled and job.distributed.strategy == "fsdp"
         if self.fsdp:  # before the optimizer: it holds the sharded parameters
+            from charlm import fsdp  # torch.distributed.fsdp and DCP: imported by FSDP runs only
+
             fsdp.shard_model(self.model, job.precision)
         self.optimizer = get_registry().create("optimizer", job.optimizer, model=self.model)
         if self.fsdp:
@@ -87,6 +89,8 @@ class Trainer:
         changes = check_resumable(payload["config"], to_dict(self.job), path)
         self.resume_notes += [f"resume changes {change}" for change in changes]
         if self.fsdp:  # a whole payload (file or DCP directory), sharded on the way in
+            from charlm import fsdp
+
             with fsdp.loading_into(self.model, self.optimizer, self.job) as (model, optimizer):
                 self.state = TrainState.from_payload(payload, model, optimizer, source=path)
         else:
@@ -202,8 +206,13 @@ class Trainer:
     def save(self) -> Path | None:
         """Checkpoint the state (rank 0 writes; under FSDP every rank its shards); non-finite
         weights are never saved, on any rank."""
-        finite = torch.stack([fsdp.local(p).isfinite().all() for p in self.model.parameters()]).all()
-        if distributed.any_rank(not finite, self.dist, self.device):
+        if self.fsdp:  # each rank sees its shards: all must agree
+            from charlm.fsdp import local
+
+            finite = not distributed.any_rank(not all(local(p).isfinite().all() for p in self.model.parameters()), self.dist, self.device)
+        else:
+            finite = torch.stack([p.isfinite().all() for p in self.model.parameters()]).all()
+        if not finite:
             raise NonFiniteLoss(f"non-finite weights after step {self.state.step}; the last good checkpoint is kept. Lower optimizer.lr")
         if self.fsdp:
             return self.save_sharded()
@@ -219,6 +228,8 @@ class Trainer:
 
     def save_sharded(self) -> Path:
         """An FSDP checkpoint: a DCP directory per step; it replaces ``last.pt`` as the newest."""
+        from charlm import dcp_checkpoint
+
         self.state.rng = ckpt.capture_rng()
         payload = self.state.to_payload(self.model, self.optimizer, to_dict(self.job), self.versions)
         del payload["model"], payload["optimizer"]  # in the DCP shards
