@@ -49,7 +49,8 @@ FP32 = 4
 SAVED_PER_LAYER = 16  # activation values kept per byte per layer, in units of d_model
 INFERENCE_WIDTH = 12  # one layer's working set per byte during inference, in units of d_model
 LOGIT_VALUES = 2 * VOCAB  # logits and their gradient (or softmax) per byte
-OPTIMIZER_STATES = {"adamw": 2, "muon": 2}  # values per parameter; Muon's blocks: see ``_training_terms``
+# values kept per parameter: (the blocks' matrices, the rest); Muon keeps one momentum per matrix value
+OPTIMIZER_STATES = {"adamw": (2, 2), "muon": (1, 2)}
 
 
 @attrs.frozen
@@ -140,8 +141,7 @@ def _training_terms(job) -> list[Term]:
     blocks, block_key = _block_params(m)
     ngram = sum(m.ngram_buckets) * m.d_model
     embed = VOCAB * m.d_model * (1 if m.tie_embeddings else 2)
-    states = OPTIMIZER_STATES.get(job.optimizer.kind, 0)
-    block_states = 1 if job.optimizer.kind == "muon" else states  # Muon: one momentum per matrix value
+    block_states, states = OPTIMIZER_STATES.get(job.optimizer.kind, (0, 0))
     act_size = 2 if job.precision in ("bf16", "fp16") else FP32
     per_byte = m.n_layer * SAVED_PER_LAYER * m.d_model * act_size + LOGIT_VALUES * FP32
     grow = _largest({
@@ -159,18 +159,13 @@ def _training_terms(job) -> list[Term]:
     ]
 
 
-def _inference_terms(model, batch: int, max_len: int, key: str, generating: bool) -> list[Term]:
-    """Working memory of ``batch`` windows of ``max_len`` bytes (the weights are loaded already).
+def _activations(model, batch: int, length: int, key: str) -> Term:
+    """One forward pass over ``batch`` x ``length`` bytes (the weights are loaded already).
 
     ``model`` is the job's ``ModelConfig``, or None for an artefact that keeps none (then
     only the logits are counted)."""
     width = 0 if model is None else INFERENCE_WIDTH * model.d_model
-    terms = [Term(key, f"activations of {batch} x {max_len} bytes", batch * max_len * (width + LOGIT_VALUES) * FP32)]
-    if generating and model is not None:
-        kv_width = model.kv_heads * (model.d_model // model.n_head)
-        cache = batch * max_len * model.n_layer * 2 * kv_width * FP32
-        terms.append(Term(key, "key/value cache", cache))
-    return terms
+    return Term(key, f"activations of {batch} x {length} bytes", batch * length * (width + LOGIT_VALUES) * FP32)
 
 
 def _check(terms: list[Term], device, error: type[UsageError], job_word: str) -> None:
@@ -195,13 +190,17 @@ def check_training(job) -> None:
 
 def check_evaluation(model, batch: int, max_len: int, device) -> None:
     """UsageError naming ``--batch-size`` when ``batch`` windows cannot fit next to the model."""
-    _check(_inference_terms(model, batch, max_len, "--batch-size", False), device, UsageError, "evaluation")
+    _check([_activations(model, batch, max_len, "--batch-size")], device, UsageError, "evaluation")
 
 
-def check_generation(model, num_samples: int, max_len: int, held_bytes: int, device) -> None:
-    """UsageError naming the flag to lower when ``num_samples`` samples cannot be generated;
-    ``held_bytes`` is what the caller keeps of each sample (0 when it streams them)."""
-    terms = _inference_terms(model, num_samples, max_len, "--num-samples", True)
+def check_generation(model, num_samples: int, max_len: int, prefill: int, held_bytes: int, device) -> None:
+    """UsageError naming the flag to lower when ``num_samples`` samples cannot be generated:
+    a state of ``max_len`` bytes each (allocated whole), a first pass over ``prefill`` bytes,
+    and ``held_bytes`` that the caller keeps of each sample (0 when it streams them)."""
+    terms = [_activations(model, num_samples, prefill, "--num-samples")]
+    if model is not None:
+        kv_width = model.kv_heads * (model.d_model // model.n_head)
+        terms.append(Term("--num-samples", "key/value cache", num_samples * max_len * model.n_layer * 2 * kv_width * FP32))
     if held_bytes:
         terms.append(Term("--max-new", "the samples, printed whole", num_samples * held_bytes))
     _check(terms, device, UsageError, "generation")

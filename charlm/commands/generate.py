@@ -93,7 +93,8 @@ def run_generate(args) -> int:
     lm = load_model(args.checkpoint, args.device)
     job = getattr(lm.runner, "job", None)
     held = len(prompt) + args.max_new if args.num_samples > 1 else 0  # a batch is printed whole
-    check_generation(job and job.model, args.num_samples, lm.runner.max_len, held, lm.device)
+    prefill = min(max(len(prompt), 1), lm.runner.max_len)  # the first pass reads the prompt's window
+    check_generation(job and job.model, args.num_samples, lm.runner.max_len, prefill, held, lm.device)
     compile = should_compile(args.max_new) if args.compile is None else args.compile
     chunks = lm.stream(
         prompt,
