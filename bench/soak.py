@@ -12,6 +12,7 @@ failures of each category. Exit 1 when anything failed.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import sys
@@ -64,6 +65,7 @@ def main() -> int:
     parser.add_argument("--only", nargs="+", choices=[*CASES, "crash"], help="run only these categories")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="charlm-soak-"))
+    os.chdir(work)  # a case's default output (plot's curve.png) lands in the scratch, not the checkout
     data = harness.prepare_corpus(work / "corpus")
     checkpoint = harness.tiny_checkpoint(data, work / "trained")
     scratch = work / "scratch"

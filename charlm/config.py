@@ -22,9 +22,11 @@ import attrs
 import tomli_w
 
 from charlm.errors import ConfigError
+from charlm.memory_estimate import check_training
 from charlm.structure import ComponentSpec, nesting_guard, of_kind, show_key, structure, unstructure
-from charlm.validators import non_negative, positive
+from charlm.validators import in_range, non_negative, positive
 
+MAX_WORKERS = 64  # data loader processes: each is a process of its own; more only slows the start
 MAX_NGRAM_BUCKETS = 1 << 24  # rows of one n-gram table: keeps charlm/ngram.py's int64 hash exact
 
 # What each kind's factory is called with besides its options (the table in charlm/interfaces.py).
@@ -109,7 +111,10 @@ class ModelConfig:
 class DataConfig:
     train: str | None = None
     val: str | None = None
-    num_workers: int = attrs.field(default=0, validator=non_negative)
+    num_workers: int = attrs.field(default=0, validator=in_range(0, MAX_WORKERS))
+    # "size": train/val are checked against meta.json by size at start; "sha256": also by
+    # content (reads both files once: a flipped byte cannot train silently)
+    verify: Literal["size", "sha256"] = "size"
 
 
 @attrs.define
@@ -137,7 +142,7 @@ class DistributedConfig:
 @attrs.define
 class JobConfig:
     out_dir: str = "runs/default"
-    seed: int = 1337
+    seed: int = attrs.field(default=1337, validator=non_negative)  # numpy's SeedSequence takes no negatives
     seq_len: int = attrs.field(default=128, validator=positive)
     micro_batch_size: int = attrs.field(default=16, validator=positive)
     batch_size_tokens: int | None = attrs.field(default=None, validator=positive)  # None: no accumulation
@@ -228,6 +233,7 @@ def validate_job(job: JobConfig, world_size: int | None = None) -> JobConfig:
     for _, kind, spec in component_specs(job):
         check_factory(kind, spec)
         check_options(spec, job)
+    check_training(job)  # last: the components' own checks name a bad option more precisely
     return job
 
 

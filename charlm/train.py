@@ -20,7 +20,7 @@ import torch
 from charlm import checkpoint as ckpt
 from charlm import distributed
 from charlm.config import JobConfig, config_to_toml, resolve_device, to_dict
-from charlm.data import PackedDataset, open_split
+from charlm.data import PackedDataset, open_split, verify_split
 from charlm.errors import ConfigError, UsageError
 from charlm.evaluate import evaluate_bpb, random_windows, score_windows
 from charlm.model import ByteLM
@@ -44,6 +44,10 @@ class Trainer:
         self.accum = job.grad_accum_steps(self.dist.world_size)
         self.versions = plugin_versions(job)
 
+        if job.data.verify == "sha256":  # the size is checked on every open; the content when asked
+            for split in (job.data.train, job.data.val):
+                if split:
+                    verify_split(split, full=True)
         self.train_data = PackedDataset(
             job.data.train, job.seq_len, job.micro_batch_size, job.seed, self.dist.rank, self.dist.world_size, self.accum
         )

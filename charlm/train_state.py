@@ -93,7 +93,7 @@ class TrainState:
 # What a resume may change: budgets, reporting, cadence, where and how fast it runs.
 # Everything else (model, data, optimizer, schedule, precision, batch, seed, grad_clip...)
 # would make the continued run a different run from the one the checkpoint started.
-SAFE_KEYS = ("max_steps", "max_time", "out_dir", "device", "compile", "on_nonfinite", "data.num_workers")
+SAFE_KEYS = ("max_steps", "max_time", "out_dir", "device", "compile", "on_nonfinite", "data.num_workers", "data.verify")
 SAFE_TABLES = ("logging.", "checkpoint.", "distributed.")  # distributed: how, not what, is computed
 
 

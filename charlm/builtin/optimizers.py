@@ -14,7 +14,7 @@ import attrs
 
 import charlm
 from charlm.config import device_type
-from charlm.validators import non_negative, positive
+from charlm.validators import in_range, non_negative, positive
 
 
 def _betas(instance, attribute, value):
@@ -52,7 +52,7 @@ class AdamWConfig:
 class MuonConfig:
     lr: float = attrs.field(default=0.02, validator=positive)  # for hidden matrices (Muon)
     momentum: float = attrs.field(default=0.95, validator=non_negative)
-    ns_steps: int = attrs.field(default=5, validator=positive)
+    ns_steps: int = attrs.field(default=5, validator=in_range(1, 99))  # torch.optim.Muon refuses 100 and more
     weight_decay: float = attrs.field(default=0.0, validator=non_negative)
     adamw: AdamWConfig = attrs.Factory(AdamWConfig)  # for embeddings, head, norms, biases
 

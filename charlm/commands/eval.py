@@ -34,6 +34,7 @@ def run_eval(args) -> int:
     from charlm.errors import UsageError
     from charlm.evaluate import as_tokens, compressor_bpb, evaluate_bpb
     from charlm.loading import load_runner
+    from charlm.memory_estimate import check_evaluation
     from charlm.runners import RunnerModule
 
     if args.batch_size < 1:
@@ -51,6 +52,9 @@ def run_eval(args) -> int:
     if args.stride is not None and not 1 <= args.stride <= seq_len:
         raise UsageError(f"--stride must be in [1, {seq_len}] (the model's context), got {args.stride}")
     tokens = as_tokens(open_split(args.data).tokens)[: args.max_bytes]
+    windows = len(tokens) // (args.stride or max(1, seq_len // 2)) + 1  # a batch never holds more
+    job = getattr(runner, "job", None)
+    check_evaluation(job and job.model, min(args.batch_size, windows), seq_len, runner.device)
     with distributed.peer_failures():
         result = evaluate_bpb(
             RunnerModule(runner),

@@ -85,11 +85,16 @@ def sampler_flags(args) -> dict:
 def run_generate(args) -> int:
     from charlm.generate import Utf8Writer, build_sampler, should_compile
     from charlm.loading import load_model
+    from charlm.memory_estimate import check_generation
 
     prompt = read_prompt(args)
     sampler = sampler_flags(args)
     build_sampler(**sampler)  # a bad chain fails before the model loads
     lm = load_model(args.checkpoint, args.device)
+    job = getattr(lm.runner, "job", None)
+    held = len(prompt) + args.max_new if args.num_samples > 1 else 0  # a batch is printed whole
+    prefill = min(max(len(prompt), 1), lm.runner.max_len)  # the first pass reads the prompt's window
+    check_generation(job and job.model, args.num_samples, lm.runner.max_len, prefill, held, lm.device)
     compile = should_compile(args.max_new) if args.compile is None else args.compile
     chunks = lm.stream(
         prompt,

@@ -31,13 +31,11 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 def plot(args) -> int:
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # not pyplot: no global figure that a failed save would leave open
     except ImportError:
         raise UsageError("charlm plot needs matplotlib: pip install 'charlm-toolkit[plot]'") from None
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
     for run_dir in map(Path, args.run_dirs):
         records = [r for r in read_metrics(run_dir) if args.x in r]
         train = [(r[args.x], r["loss"] / math.log(2)) for r in records if "loss" in r]

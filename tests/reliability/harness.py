@@ -32,6 +32,8 @@ from charlm.registry import DISABLE_ENV
 
 WORDS = b"the king is dead long live the queen and all her men shall sing of love and war".split()
 CASE_TIMEOUT_S = 30.0
+# A case's tiny models need far less; more means a size was allocated before it was checked.
+CASE_PEAK_GROWTH = 1 << 30
 
 
 class Failure(Exception):
@@ -124,8 +126,10 @@ def time_limit(seconds: float):
 def run_cli(argv: list[str], stdin: bytes = b"", timeout_s: float = CASE_TIMEOUT_S) -> Result:
     """``charlm ARGV`` in this process (fast: torch is imported once), stdout and stderr captured.
 
-    An exception that escapes ``main`` is the traceback a user would see: a ``Failure``.
+    An exception that escapes ``main`` is the traceback a user would see: a ``Failure``; so
+    is a case that raised the process's peak memory by more than ``CASE_PEAK_GROWTH``.
     """
+    peak = _peak_rss()
     stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="surrogateescape")
     stderr = io.StringIO()
     saved_env = os.environ.get(DISABLE_ENV)
@@ -148,7 +152,17 @@ def run_cli(argv: list[str], stdin: bytes = b"", timeout_s: float = CASE_TIMEOUT
         else:
             os.environ[DISABLE_ENV] = saved_env
     stdout.flush()
+    if (grown := _peak_rss() - peak) > CASE_PEAK_GROWTH:
+        raise Failure(f"peak memory grew by {grown >> 20} MiB (a size allocated before it was checked): charlm {_show(argv)}")
     return Result(code, stderr.getvalue(), stdout.buffer.getvalue())
+
+
+def _peak_rss() -> int:
+    """This process's peak resident memory in bytes (Linux reports KiB, macOS bytes)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def judge(result: Result, argv: list[str]) -> str:
@@ -228,6 +242,9 @@ def explore(category: str, strategy, check, cases: int, random_seed: int | None 
 # ---------------------------------------------------------------- strategies
 
 HUGE = [10**30, -(10**30), 2**63, 2**64, -(2**63) - 1]
+# sizes that fit in 64 bits but not in memory: they must fail fast, naming the key
+SIZES = [2**20, 2**24, 10**8, 10**9, 2**40, 2**62]
+SIZE_KEYS = ["seq_len", "micro_batch_size", "model.d_model", "model.n_layer", "model.ngram_buckets", "model.mlp.hidden", "logging.eval_bytes"]
 KNOWN_KEYS = [
     "out_dir", "seed", "seq_len", "micro_batch_size", "batch_size_tokens", "precision", "compile", "device",
     "max_steps", "max_time", "grad_clip", "on_nonfinite", "model.d_model", "model.n_layer", "model.n_head",
@@ -243,7 +260,7 @@ text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
 keys = st.one_of(st.sampled_from([k.split(".")[-1] for k in KNOWN_KEYS]), text)
 scalars = st.one_of(
     st.integers(),
-    st.sampled_from(HUGE),
+    st.sampled_from(HUGE + SIZES),
     st.floats(allow_nan=True, allow_infinity=True),
     st.booleans(),
     text,
@@ -282,7 +299,14 @@ override_values = st.one_of(
     st.sampled_from(["nan", "inf", "-inf", "1e999", "10" * 20, "[" * 3000 + "]" * 3000, "{", '"', "true", "[1, 'a']", ""]),
     text,
 )
-overrides = st.lists(st.tuples(st.one_of(st.sampled_from(KNOWN_KEYS), text), override_values).map(lambda kv: f"{kv[0]}={kv[1]}"), min_size=1, max_size=3)
+huge_sizes = st.tuples(st.sampled_from(SIZE_KEYS), st.sampled_from(SIZES)).map(
+    lambda kv: f"{kv[0]}={[kv[1]] if kv[0] == 'model.ngram_buckets' else kv[1]}"
+)
+overrides = st.lists(
+    st.one_of(st.tuples(st.one_of(st.sampled_from(KNOWN_KEYS), text), override_values).map(lambda kv: f"{kv[0]}={kv[1]}"), huge_sizes),
+    min_size=1,
+    max_size=3,
+)
 
 
 def check_job_file(job_text: str, path: Path) -> str:
@@ -369,10 +393,16 @@ prompts = st.one_of(
 )
 
 
+# batches of samples that cannot fit (or, the last, cannot be printed whole), besides the usual one
+BATCHES = [[], [], [], ["--num-samples", "3"], ["--num-samples", str(2**40)], ["--num-samples", str(10**8)],
+           ["--num-samples", "3", "--max-new", str(2**62)]]
+
+
 @st.composite
 def generate_calls(draw, checkpoint: Path, case_dir: Path) -> tuple[list[str], bytes]:
     """``(argv, stdin)`` for a generate call whose prompt comes from --prompt, --prompt-file or stdin."""
     argv = ["generate", "--checkpoint", str(checkpoint), "--max-new", "4", "--seed", "0", "--device", "cpu"]
+    argv += draw(st.sampled_from(BATCHES))
     prompt = draw(prompts)
     source = draw(st.sampled_from(["--prompt", "--prompt-file", "stdin"]))
     if source == "--prompt":
@@ -390,7 +420,7 @@ def check_generate(call: tuple[list[str], bytes]) -> str:
     return judge(run_cli(argv, stdin=stdin), argv)
 
 
-INTS = ["-1", "0", "1", "2", "3", "8", "64", str(2**31), str(2**63), str(10**30), "x", "1.5", ""]
+INTS = ["-1", "0", "1", "2", "3", "8", "64", str(2**31), str(2**40), str(2**62), str(2**63), str(10**30), "x", "1.5", ""]
 FLOATS = ["nan", "inf", "-inf", "0", "-1", "0.5", "1", "2", "1e308", "1e-320", "x"]
 DEVICES = ["cpu", "auto", "cuda", "cuda:9", "mps", "tpu", ""]
 
@@ -460,8 +490,22 @@ def _run_child(argv: list[str], log_path: str) -> None:
 
 
 def _fork_server():
+    """The fork server, started warm (see forkserver_preload.py). Python 3.11's fork server
+    ignores the parent's sys.path, so it finds this directory's modules by PYTHONPATH, set
+    only while it starts."""
+    from multiprocessing import forkserver
+
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "charlm.train", "charlm.cli", __name__])
+    ctx.set_forkserver_preload(["forkserver_preload", __name__])
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent), saved]))
+    try:
+        forkserver.ensure_running()
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = saved
     return ctx
 
 
