@@ -54,6 +54,8 @@ def run_eval(args) -> int:
     model = getattr(runner, "model", None)  # adaptation trains: it needs the model, not a runner's forward
     if args.adapt is not None and not isinstance(model, torch.nn.Module):
         raise UsageError(f"--adapt needs a checkpoint or run directory (a model to train), not {args.checkpoint}")
+    if args.mix is not None and args.adapt is None:
+        raise UsageError("--mix needs --adapt (it scores in the adaptive reading order)")
     if args.stride is not None and not 1 <= args.stride <= seq_len:
         raise UsageError(f"--stride must be in [1, {seq_len}] (the model's context), got {args.stride}")
     tokens = as_tokens(open_split(args.data).tokens)[: args.max_bytes]
@@ -73,8 +75,6 @@ def run_eval(args) -> int:
         return 0
     baselines = {} if args.no_baselines else compressor_bpb(tokens.tobytes())
     stride = args.stride or seq_len // 2
-    if args.mix is not None and args.adapt is None:
-        raise UsageError("--mix needs --adapt (it scores in the adaptive reading order)")
     adaptive = None if args.adapt is None else adaptive_report(model, tokens, seq_len, args.adapt, args.mix)
     if args.json:
         report = {"checkpoint": args.checkpoint, "data": args.data, "seq_len": seq_len, "stride": stride}
