@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from charlm.errors import UsageError
 from charlm.generate import START_BYTE
+from charlm.mixer import ContextMixer, MixOptions
 
 OPTIMIZERS = ("adam", "sgd")
 SEGMENT_BYTES = 2048  # the automatic segment count gives each row at least this many bytes (speed: rows decode as one batch)
@@ -162,33 +163,41 @@ class Adapter:
             self.optimizer = torch.optim.SGD(params, lr=options.lr, foreach=False)
 
     def update(self, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Steps on the masked targets; returns their nats [B, window] before the first step."""
+        """Steps on the masked targets; returns the log-probabilities [B, window, 256] that
+        predicted them before the first step."""
         weight = mask.float()
         before = None
         for _ in range(self.options.steps):
             with torch.enable_grad():
-                nll = chunk_nll(self.model, inputs, targets)
+                log_probs = chunk_log_probs(self.model, inputs, targets.size(1))
+                nll = -log_probs.gather(-1, targets[..., None])[..., 0]
                 loss = (nll * weight).sum() / weight.sum().clamp(min=1.0)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
             self.optimizer.step()
-            before = nll.detach() if before is None else before
+            before = log_probs.detach() if before is None else before
         return before
 
 
-def chunk_nll(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Nats of each target [B, window]: the last ``window`` predictions of ``inputs``."""
+def chunk_log_probs(model: torch.nn.Module, inputs: torch.Tensor, window: int) -> torch.Tensor:
+    """Log-probabilities [B, window, 256] of the last ``window`` predictions of ``inputs``."""
     logits, _ = model(inputs, 0, None)
-    logits = logits[:, -targets.size(1) :]
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none").view_as(targets)
+    return F.log_softmax(logits[:, -window:].float(), dim=-1)
 
 
 def read_costs(
-    model: torch.nn.Module, tokens: np.ndarray, seq_len: int, options: AdaptOptions, adapt: bool, segments: int
+    model: torch.nn.Module,
+    tokens: np.ndarray,
+    seq_len: int,
+    options: AdaptOptions,
+    adapt: bool,
+    segments: int,
+    mix: MixOptions | None = None,
 ) -> np.ndarray:
     """Nats of every byte of ``tokens`` (its first too, predicted from ``START_BYTE``) read
-    in the order above; ``adapt=False`` reads the same way with fixed weights. The model's
-    weights and train/eval mode are restored afterwards."""
+    in the order above; ``adapt=False`` reads the same way with fixed weights; ``mix`` mixes
+    the network's predictions with count models (``charlm.mixer``). The model's weights and
+    train/eval mode are restored afterwards."""
     check_window(options.window, seq_len)
     reading = Reading(segment_lengths(len(tokens), segments), options.window, seq_len)
     reading.fill(tokens)
@@ -197,16 +206,22 @@ def read_costs(
     was_training = model.training
     model.eval()
     adapter = Adapter(model, options) if adapt else None
+    mixer = ContextMixer(mix, len(reading.lengths)) if mix is not None else None
     try:
         for k in range(reading.n_chunks):
             inputs, targets, mask = reading.chunk(k)
             if adapter is not None:
-                nll = adapter.update(inputs, targets, mask)
+                log_probs = adapter.update(inputs, targets, mask)
             else:
                 with torch.no_grad():
-                    nll = chunk_nll(model, inputs, targets)
+                    log_probs = chunk_log_probs(model, inputs, options.window)
             first = 1 + k * options.window
-            costs[:, first : first + options.window] = nll.double() * mask
+            if mixer is None:
+                nll = -log_probs.gather(-1, targets[..., None])[..., 0].double()
+            else:
+                columns = log_probs.double().numpy(), targets.numpy(), mask.numpy()
+                nll = torch.from_numpy(np.stack([mixer.costs(*(c[:, j] for c in columns)) for j in range(options.window)], 1))
+            costs[:, first : first + options.window] = nll * mask
     finally:
         model.load_state_dict(saved)
         model.train(was_training)

@@ -23,7 +23,8 @@ File format (integers little-endian):
     length    u64      original length in bytes
     sha256    32 bytes sha256 of the original
     options   u32 n, then n bytes of JSON: segments, threads, adapt (null: static coding)
-              with its lr/steps/window/params/optimizer, window, torch version
+              with its lr/steps/window/params/optimizer, mix (null or absent: no count
+              models) with its orders/slot_bits/alpha/lr, window, torch version
     payload   the range coder's words, u32 each
 """
 
@@ -39,6 +40,7 @@ import torch
 
 from charlm.adapt import Adapter, AdaptOptions, Reading, auto_segments, check_window, segment_lengths
 from charlm.errors import CharLMError, UsageError
+from charlm.mixer import ContextMixer, MixOptions
 
 MAGIC = b"CHARLMZ\x00"
 VERSION = 1
@@ -54,8 +56,9 @@ def file_sha256(path: str | Path) -> bytes:
 
 
 def compress(model, data: bytes, model_sha: bytes, adapt: AdaptOptions | None, window: int = 64,
-             segments: int | None = None, threads: int = 1) -> bytes:
-    """``data`` -> a compressed file's bytes; ``adapt=None`` codes with the static model."""
+             segments: int | None = None, threads: int = 1, mix: MixOptions | None = None) -> bytes:
+    """``data`` -> a compressed file's bytes; ``adapt=None`` codes with the static model,
+    ``mix=None`` with the network's predictions alone (no count models mixed in)."""
     import constriction
 
     if threads < 1:
@@ -69,6 +72,7 @@ def compress(model, data: bytes, model_sha: bytes, adapt: AdaptOptions | None, w
         "threads": threads,
         "window": window,
         "adapt": adapt.to_dict() if adapt is not None else None,
+        "mix": mix.to_dict() if mix is not None else None,
         "torch": torch.__version__,
     }
     encoder = constriction.stream.queue.RangeEncoder()
@@ -122,6 +126,7 @@ def read_header(blob: bytes, model_sha: bytes) -> tuple[int, bytes, dict, np.nda
     try:
         options = json.loads(blob[_FIXED.size : _FIXED.size + size])
         AdaptOptions(**options["adapt"]) if options["adapt"] is not None else None
+        MixOptions(**options["mix"]) if options.get("mix") is not None else None
         int(options["segments"]), int(options["threads"]), int(options["window"])
     except (ValueError, KeyError, TypeError, UsageError) as exc:
         raise CharLMError(f"compressed file has a corrupt options header ({exc})") from None
@@ -147,6 +152,8 @@ def _code(model, length: int, options: dict, code_step, tokens: np.ndarray | Non
     model.eval()
     saved = {name: t.detach().clone() for name, t in model.state_dict().items()} if adapt else None
     adapter = Adapter(model, adapt) if adapt is not None else None
+    mix = options.get("mix")  # absent in files written before mixing existed
+    mixer = ContextMixer(MixOptions(**mix), len(lengths)) if mix is not None else None
     param = next(model.parameters())
     try:
         for k in range(reading.n_chunks):
@@ -159,8 +166,13 @@ def _code(model, length: int, options: dict, code_step, tokens: np.ndarray | Non
                     active = lengths > column - 1
                     if not active.any():
                         break
-                    probs = torch.softmax(logits[:, -1].double(), dim=-1).numpy()
+                    if mixer is None:
+                        probs = torch.softmax(logits[:, -1].double(), dim=-1).numpy()
+                    else:
+                        probs = mixer.predict(torch.log_softmax(logits[:, -1].double(), dim=-1).numpy())
                     code_step(reading, probs, active, column)
+                    if mixer is not None:
+                        mixer.update(reading.grid[:, column].numpy(), active)
                     if j < window - 1:
                         logits, states = model(reading.grid[:, column : column + 1], ctx + j, states)
             if adapter is not None:

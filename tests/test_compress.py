@@ -12,13 +12,16 @@ from helpers import model_job
 from charlm.adapt import AdaptOptions
 from charlm.checkpoint import save_checkpoint
 from charlm.cli import main
-from charlm.compress import compress, decompress
+from charlm.compress import compress, decompress, read_header
 from charlm.config import to_dict
 from charlm.errors import CharLMError
+from charlm.mixer import MixOptions
 from charlm.model import ByteLM
 
 SEQ_LEN = 32
 ADAPT = AdaptOptions(lr=1e-2, window=16)
+MIX = MixOptions(orders="1+2+4", slot_bits=12)
+CODINGS = {"static": (None, None), "adaptive": (ADAPT, None), "static+mix": (None, MIX), "adaptive+mix": (ADAPT, MIX)}
 MODEL_SHA = hashlib.sha256(b"tiny").digest()
 
 
@@ -54,19 +57,21 @@ INPUTS = {
 }
 
 
-@pytest.mark.parametrize("adapt", [None, ADAPT], ids=["static", "adaptive"])
+@pytest.mark.parametrize("coding", list(CODINGS))
 @pytest.mark.parametrize("name", list(INPUTS))
-def test_round_trip(lm, name, adapt):
+def test_round_trip(lm, name, coding):
     data = INPUTS[name]
-    blob = compress(lm, data, MODEL_SHA, adapt, window=16, segments=4)
+    adapt, mix = CODINGS[coding]
+    blob = compress(lm, data, MODEL_SHA, adapt, window=16, segments=4, mix=mix)
     assert decompress(lm, blob, MODEL_SHA) == data
 
 
-@pytest.mark.parametrize("adapt", [None, ADAPT], ids=["static", "adaptive"])
-def test_round_trip_long_text_with_many_rows(lm, adapt):
+@pytest.mark.parametrize("coding", ["static", "adaptive+mix"])
+def test_round_trip_long_text_with_many_rows(lm, coding):
     """A long text (64 KiB: 1 MB takes minutes per side for this tiny model on 2 shared cores)."""
     data = english(64 * 1024)
-    blob = compress(lm, data, MODEL_SHA, adapt, window=16, segments=64)
+    adapt, mix = CODINGS[coding]
+    blob = compress(lm, data, MODEL_SHA, adapt, window=16, segments=64, mix=mix)
     assert decompress(lm, blob, MODEL_SHA) == data
     assert len(blob) < len(data)
 
@@ -77,6 +82,21 @@ def test_same_input_same_file_and_adaptation_pays(lm):
     adaptive = compress(lm, data, MODEL_SHA, ADAPT)
     assert compress(lm, data, MODEL_SHA, ADAPT) == adaptive
     assert len(adaptive) < 0.8 * len(static)
+
+
+def test_mixing_pays_and_the_header_says_how_to_decode(lm):
+    """The decoder mixes as the header says: another mix setting, or none, decodes too."""
+    data = english(6000)
+    plain = compress(lm, data, MODEL_SHA, None, window=16)
+    other = MixOptions(orders="2+3", slot_bits=10, alpha=0.5, lr=0.01)
+    sizes = {}
+    for mix in (MIX, other):
+        blob = compress(lm, data, MODEL_SHA, None, window=16, mix=mix)
+        assert read_header(blob, MODEL_SHA)[2]["mix"] == mix.to_dict()
+        assert decompress(lm, blob, MODEL_SHA) == data
+        sizes[mix.orders] = len(blob)
+    assert read_header(plain, MODEL_SHA)[2]["mix"] is None
+    assert max(sizes.values()) < 0.8 * len(plain) and sizes[MIX.orders] != sizes[other.orders]
 
 
 def test_bad_files_are_refused(lm):

@@ -5,13 +5,17 @@ import time
 
 
 def add_parser(sub):
-    parser = sub.add_parser("compress", help="compress a file with a model (range coding, adaptive by default)")
+    parser = sub.add_parser("compress", help="compress a file with a model (range coding, adaptive and mixed by default)")
     parser.add_argument("input", help="the file to compress")
     parser.add_argument("output", help="the compressed file to write")
     parser.add_argument("--checkpoint", required=True, help="a checkpoint (.pt), or an int8 or safetensors export of one")
     parser.add_argument("--no-adapt", action="store_true", help="code with the static model (no learning while reading)")
     parser.add_argument(
         "--adapt", nargs="*", default=[], metavar="KEY=VALUE", help="adaptation options: lr, steps, window, params, optimizer"
+    )
+    parser.add_argument("--no-mix", action="store_true", help="code with the network alone (no count models mixed in)")
+    parser.add_argument(
+        "--mix", nargs="*", default=[], metavar="KEY=VALUE", help="context-mixing options: orders, slot_bits, alpha, lr (charlm.mixer)"
     )
     parser.add_argument("--window", type=int, default=64, help="bytes per chunk with --no-adapt (default 64)")
     parser.add_argument("--segments", type=int, help="rows coded side by side (default: about one per 2 KiB, at most 64)")
@@ -55,14 +59,18 @@ def run_compress(args) -> int:
     from charlm.atomic import write_atomic
     from charlm.compress import compress
     from charlm.errors import UsageError
+    from charlm.mixer import mix_options
 
     if args.no_adapt and args.adapt:
         raise UsageError("--no-adapt and --adapt options exclude each other")
+    if args.no_mix and args.mix:
+        raise UsageError("--no-mix and --mix options exclude each other")
     adapt = None if args.no_adapt else adapt_options(parse_key_values(args.adapt))
+    mix = None if args.no_mix else mix_options(parse_key_values(args.mix))
     data = _read(args.input)
     model, sha = _load(args.checkpoint)
     t0 = time.perf_counter()
-    blob = compress(model, data, sha, adapt, window=args.window, segments=args.segments, threads=args.threads)
+    blob = compress(model, data, sha, adapt, window=args.window, segments=args.segments, threads=args.threads, mix=mix)
     seconds = time.perf_counter() - t0
     write_atomic(Path(args.output), blob)
     rate = 8 * len(blob) / max(len(data), 1)

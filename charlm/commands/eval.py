@@ -22,6 +22,12 @@ def add_parser(sub):
         metavar="KEY=VALUE",
         help="also score while learning (lr, steps, window, params, optimizer, segments); see charlm.adapt",
     )
+    parser.add_argument(
+        "--mix",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="with --adapt: also score mixed with count models (orders, slot_bits, alpha, lr); see charlm.mixer",
+    )
     parser.set_defaults(func=run_eval)
 
 
@@ -49,6 +55,8 @@ def run_eval(args) -> int:
     model = getattr(runner, "model", None)  # adaptation trains: it needs the model, not a runner's forward
     if args.adapt is not None and not isinstance(model, torch.nn.Module):
         raise UsageError(f"--adapt needs a checkpoint or run directory (a model to train), not {args.checkpoint}")
+    if args.mix is not None and args.adapt is None:
+        raise UsageError("--mix needs --adapt (it scores in the adaptive reading order)")
     if args.stride is not None and not 1 <= args.stride <= seq_len:
         raise UsageError(f"--stride must be in [1, {seq_len}] (the model's context), got {args.stride}")
     tokens = as_tokens(open_split(args.data).tokens)[: args.max_bytes]
@@ -71,7 +79,7 @@ def run_eval(args) -> int:
         return 0
     baselines = {} if args.no_baselines else compressor_bpb(tokens.tobytes())
     stride = args.stride or seq_len // 2
-    adaptive = None if args.adapt is None else adaptive_report(model, tokens, seq_len, args.adapt)
+    adaptive = None if args.adapt is None else adaptive_report(model, tokens, seq_len, args.adapt, args.mix)
     if args.json:
         report = {"checkpoint": args.checkpoint, "data": args.data, "seq_len": seq_len, "stride": stride}
         print(json.dumps({**report, **result.to_dict(), "baselines_bpb": baselines, "adaptive": adaptive}))
@@ -82,18 +90,23 @@ def run_eval(args) -> int:
     print(f"bytes scored {result.bytes_scored:,} in {result.seconds:.1f} s ({result.bytes_per_s:,.0f} bytes/s)")
     if adaptive is not None:
         print(f"adaptive     {adaptive['adaptive_bpb']:.4f} bits/byte (static, read the same way: {adaptive['static_bpb']:.4f})")
+        if "mixed_bpb" in adaptive:
+            print(f"adaptive+mix {adaptive['mixed_bpb']:.4f} bits/byte (count models mixed in, charlm.mixer)")
     for name, bpb in baselines.items():
         print(f"{name:<12} {bpb:.4f} bits/byte")
     return 0
 
 
-def adaptive_report(model, tokens, seq_len: int, items: list[str]) -> dict:
-    """Bits/byte with and without learning while reading, in ``charlm.adapt``'s order."""
+def adaptive_report(model, tokens, seq_len: int, items: list[str], mix_items: list[str] | None = None) -> dict:
+    """Bits/byte with and without learning while reading, in ``charlm.adapt``'s order (and,
+    with ``mix_items``, learning and mixed with count models)."""
     import math
 
     from charlm.adapt import adapt_options, auto_segments, parse_key_values, read_costs
     from charlm.errors import UsageError
+    from charlm.mixer import mix_options
 
+    mix = None if mix_items is None else mix_options(parse_key_values(mix_items))
     values = parse_key_values(items)
     count = values.pop("segments", None)
     if count is not None and not count.isdigit() or count == "0":
@@ -104,4 +117,7 @@ def adaptive_report(model, tokens, seq_len: int, items: list[str]) -> dict:
         name: float(read_costs(model, tokens, seq_len, options, adapt, count).mean()) / math.log(2)
         for name, adapt in (("static_bpb", False), ("adaptive_bpb", True))
     }
+    if mix is not None:
+        bpb["mixed_bpb"] = float(read_costs(model, tokens, seq_len, options, True, count, mix).mean()) / math.log(2)
+        bpb["mix"] = mix.to_dict()
     return {**bpb, "segments": count, **options.to_dict()}
