@@ -160,7 +160,7 @@ def set_aside(path: Path) -> Path:
 
 
 def resume_point(
-    resume: str, directory: str | Path, restart: bool = False, map_location: str | torch.device = "cpu", set_aside_damaged: bool = True
+    resume: str, directory: str | Path, restart: bool = False, map_location: str | torch.device = "cpu"
 ) -> tuple[Path | None, dict[str, Any] | None, list[str]]:
     """What ``--resume`` continues from: ``(path, payload, warnings)``, or ``(None, None, warnings)`` for step 0.
 
@@ -173,8 +173,6 @@ def resume_point(
     path, payload, failures = newest_loadable_checkpoint(directory, map_location)
     if path is None and failures and not restart:
         raise CharLMError(f"no checkpoint in {directory} loads ({failures[0][1]}); start again from step 0 with --resume auto --restart")
-    if not set_aside_damaged:
-        return path, payload, []
     return path, payload, [f"warning: {why}; set aside as {set_aside(bad).name}" for bad, why in failures]
 
 

@@ -21,7 +21,7 @@ from charlm import checkpoint as ckpt
 from charlm import distributed
 from charlm.config import JobConfig, config_to_toml, resolve_device, to_dict
 from charlm.data import PackedDataset, open_split, verify_split
-from charlm.errors import ConfigError, UsageError
+from charlm.errors import CharLMError, ConfigError, UsageError
 from charlm.evaluate import evaluate_bpb, random_windows, score_windows
 from charlm.model import ByteLM
 from charlm.perf import matmul_peak_flops
@@ -85,9 +85,7 @@ class Trainer:
 
     def _resume(self, resume: str, restart: bool) -> Path | None:
         """Load what ``--resume`` names (see ``checkpoint.resume_point``); its path, or None for step 0."""
-        path, payload, self.resume_notes = ckpt.resume_point(
-            resume, self.ckpt_dir, restart, map_location=self.device, set_aside_damaged=self.dist.is_main
-        )
+        path, payload, self.resume_notes = self._resume_point(resume, restart)
         if path is None:
             return None
         changes = check_resumable(payload["config"], to_dict(self.job), path)
@@ -101,6 +99,25 @@ class Trainer:
             self.state = TrainState.from_payload(payload, self.model, self.optimizer, source=path)
         ckpt.restore_rng(self.state.rng)
         return path
+
+    def _resume_point(self, resume: str, restart: bool) -> tuple[Path | None, dict | None, list[str]]:
+        """Rank 0 chooses the checkpoint (setting damaged ones aside); the other ranks load the one
+        it chose, never a file that rank 0 is renaming while they look."""
+        choice = None
+        if self.dist.is_main:
+            try:
+                path, payload, notes = ckpt.resume_point(resume, self.ckpt_dir, restart, map_location=self.device)
+                choice = ("path", path and str(path))
+            except CharLMError as exc:
+                choice = ("error", str(exc))
+                raise
+            finally:
+                distributed.from_main(choice, self.dist)
+            return path, payload, notes
+        kind, value = distributed.from_main(choice, self.dist) or ("error", "rank 0 could not choose a checkpoint")
+        if kind == "error":
+            raise CharLMError(value)
+        return (Path(value), ckpt.load_checkpoint(value, self.device), []) if value else (None, None, [])
 
     def start(self) -> None:
         """Write the run's config and header; compile when asked. Before the first step."""
