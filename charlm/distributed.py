@@ -47,18 +47,28 @@ def init_distributed(device: torch.device, timeout_s: float = 600.0) -> tuple[Di
     if world_size == 1:
         return DistInfo(), device
     info = DistInfo(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    device = rank_device(device, info)
     if device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         timeout = datetime.timedelta(seconds=timeout_s)
         with peer_failures():
             dist.init_process_group(
-                backend="nccl" if device.type == "cuda" else "gloo",
+                backend=backend(device),
                 timeout=timeout,
                 **_attempt_store(info, timeout),
             )
     return info, device
+
+
+def rank_device(device: torch.device, info: DistInfo) -> torch.device:
+    """One CUDA device per process (``cuda:LOCAL_RANK``); CPU and MPS processes share theirs."""
+    return torch.device("cuda", info.local_rank) if device.type == "cuda" else device
+
+
+def backend(device: torch.device) -> str:
+    """nccl between CUDA devices, gloo for everything else."""
+    return "nccl" if device.type == "cuda" else "gloo"
 
 
 def _attempt_store(info: DistInfo, timeout: datetime.timedelta) -> dict:

@@ -42,12 +42,15 @@ def _adamw_groups(named_params, no_decay: set[str], cfg: AdamWConfig) -> list[di
     return [g for g in groups if g["params"]]
 
 
+def fused_available(params) -> bool:
+    """Whether torch has a fused AdamW kernel for every parameter's device (CUDA, and CPU in recent torch)."""
+    devices = _get_fused_kernels_supported_devices()
+    return all(p.device.type in devices and p.is_floating_point() for p in params)
+
+
 def _new_adamw(groups: list[dict], cfg: AdamWConfig) -> torch.optim.AdamW:
     params = [p for g in groups for p in g["params"]]
-    fused = cfg.fused
-    if fused == "auto":
-        devices = _get_fused_kernels_supported_devices()
-        fused = all(p.device.type in devices and p.is_floating_point() for p in params)
+    fused = fused_available(params) if cfg.fused == "auto" else cfg.fused
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=bool(fused))
 
 
