@@ -34,6 +34,16 @@ def text_with_secret(seed=0):
     return np.concatenate([secret, filler, secret, filler, secret]), len(secret) + len(filler)
 
 
+def eval_argv(tmp_path, model) -> list[str]:
+    """`charlm eval` of ``model`` (saved as a checkpoint) on a split of ``text_with_secret()``."""
+    save_checkpoint(tmp_path / "ck.pt", {"model": model.state_dict(), "config": to_dict(model_job(SEQ_LEN, ngram_buckets=[64, 64]))})
+    tokens, _ = text_with_secret()
+    with SplitWriter(tmp_path / "val.bin") as writer:
+        writer.add([tokens.tobytes()])
+        writer.commit()
+    return ["eval", "--checkpoint", str(tmp_path / "ck.pt"), "--data", str(tmp_path / "val.bin"), "--device", "cpu"]
+
+
 def test_first_occurrence_costs_what_static_costs_later_ones_less(model):
     tokens, gap = text_with_secret()
     options = AdaptOptions(lr=3e-3, steps=3, window=WINDOW)
@@ -95,12 +105,7 @@ def test_options_parse_and_refuse():
 
 
 def test_eval_cli_reports_adaptive_next_to_static(tmp_path, model, capsys):
-    save_checkpoint(tmp_path / "ck.pt", {"model": model.state_dict(), "config": to_dict(model_job(SEQ_LEN, ngram_buckets=[64, 64]))})
-    tokens, _ = text_with_secret()
-    with SplitWriter(tmp_path / "val.bin") as writer:
-        writer.add([tokens.tobytes()])
-        writer.commit()
-    argv = ["eval", "--checkpoint", str(tmp_path / "ck.pt"), "--data", str(tmp_path / "val.bin"), "--device", "cpu"]
+    argv = eval_argv(tmp_path, model)
     assert main([*argv, "--no-baselines", "--adapt", f"lr=3e-2,window={WINDOW}"]) == 0
     out = capsys.readouterr().out
     assert "adaptive" in out and "static, read the same way" in out

@@ -4,13 +4,10 @@ import numpy as np
 import pytest
 import torch
 from helpers import model_job
-from test_adapt import SEQ_LEN, WINDOW, text_with_secret
+from test_adapt import SEQ_LEN, WINDOW, eval_argv, text_with_secret
 
 from charlm.adapt import AdaptOptions, parse_key_values, read_costs
-from charlm.checkpoint import save_checkpoint
 from charlm.cli import main
-from charlm.config import to_dict
-from charlm.data import SplitWriter
 from charlm.errors import UsageError
 from charlm.mixer import ContextMixer, MixOptions, mix_options
 from charlm.model import ByteLM
@@ -87,12 +84,7 @@ def test_options_parse_and_refuse():
 
 
 def test_eval_cli_reports_the_mixed_figure(tmp_path, model, capsys):
-    save_checkpoint(tmp_path / "ck.pt", {"model": model.state_dict(), "config": to_dict(model_job(SEQ_LEN, ngram_buckets=[64, 64]))})
-    tokens, _ = text_with_secret()
-    with SplitWriter(tmp_path / "val.bin") as writer:
-        writer.add([tokens.tobytes()])
-        writer.commit()
-    argv = ["eval", "--checkpoint", str(tmp_path / "ck.pt"), "--data", str(tmp_path / "val.bin"), "--device", "cpu", "--no-baselines"]
+    argv = [*eval_argv(tmp_path, model), "--no-baselines"]
     assert main([*argv, "--adapt", f"window={WINDOW}", "--mix", "orders=1+2,slot_bits=10"]) == 0
     assert "adaptive+mix" in capsys.readouterr().out
     for extra, message in ((["--mix"], "--mix needs --adapt"), (["--adapt", "--mix", "orders=0"], "mix orders")):
