@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from charlm.errors import UsageError
 from charlm.generate import START_BYTE
 from charlm.mixer import ContextMixer, MixOptions
+from charlm.options import typed_options
 
 OPTIMIZERS = ("adam", "sgd")
 SEGMENT_BYTES = 2048  # the automatic segment count gives each row at least this many bytes (speed: rows decode as one batch)
@@ -72,17 +73,7 @@ def parse_key_values(items: list[str] | None) -> dict[str, str]:
 
 def adapt_options(values: dict[str, str]) -> AdaptOptions:
     """Text values -> ``AdaptOptions`` (an unknown key or a bad value is a usage error)."""
-    fields = {f.name: f.type for f in attrs.fields(AdaptOptions)}
-    typed = {}
-    for key, value in values.items():
-        if key not in fields:
-            raise UsageError(f"unknown adapt option {key!r} (known: {', '.join(fields)})")
-        kind = {"float": float, "int": int}.get(fields[key], str)
-        try:
-            typed[key] = kind(value)
-        except ValueError:
-            raise UsageError(f"adapt option {key}: {value!r} is not a valid {kind.__name__}") from None
-    return AdaptOptions(**typed)
+    return typed_options(AdaptOptions, values, "adapt")
 
 
 def check_window(window: int, seq_len: int) -> None:

@@ -30,6 +30,7 @@ import attrs
 import numpy as np
 
 from charlm.errors import UsageError
+from charlm.options import typed_options
 
 COUNT_LIMIT = 1023
 MAX_ORDER = 8  # contexts are kept as the last 8 bytes of a row, packed in a uint64
@@ -69,17 +70,7 @@ class MixOptions:
 
 def mix_options(values: dict[str, str]) -> MixOptions:
     """Text values (``parse_key_values``) -> ``MixOptions``; an unknown key or a bad value is a usage error."""
-    fields = {f.name: f.type for f in attrs.fields(MixOptions)}
-    typed = {}
-    for key, value in values.items():
-        if key not in fields:
-            raise UsageError(f"unknown mix option {key!r} (known: {', '.join(fields)})")
-        kind = {"float": float, "int": int}.get(fields[key], str)
-        try:
-            typed[key] = kind(value)
-        except ValueError:
-            raise UsageError(f"mix option {key}: {value!r} is not a valid {kind.__name__}") from None
-    return MixOptions(**typed)
+    return typed_options(MixOptions, values, "mix")
 
 
 class ContextMixer:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
+
 from charlm.config import parse_override
-from charlm.errors import ConfigError
+from charlm.errors import ConfigError, UsageError
 
 
 def parse_options(pairs: list[str], what: str, example: str) -> dict[str, Any]:
@@ -40,3 +42,19 @@ def parse_component(text: str, kind: str, example: str) -> dict[str, Any]:
         else:
             pairs.append(piece)
     return {"kind": name.strip(), **parse_options(pairs, f"{kind} {name.strip()!r}", example)}
+
+
+def typed_options(cls, values: dict[str, str], what: str):
+    """Text values (``key=value`` flags) -> an attrs options class of int/float/str fields;
+    an unknown key or a value of the wrong type is a usage error naming the ``what`` option."""
+    fields = {f.name: f.type for f in attrs.fields(cls)}
+    typed = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise UsageError(f"unknown {what} option {key!r} (known: {', '.join(fields)})")
+        kind = {"float": float, "int": int}.get(fields[key], str)
+        try:
+            typed[key] = kind(value)
+        except ValueError:
+            raise UsageError(f"{what} option {key}: {value!r} is not a valid {kind.__name__}") from None
+    return cls(**typed)
