@@ -38,7 +38,7 @@ MAX_SEGMENTS = 64
 class AdaptOptions:
     """How the weights learn while reading."""
 
-    lr: float = 1e-3  # Adam; of 1e-4, 3e-4, 1e-3 on 128 KiB of the val split, best (1.968 static -> 1.795)
+    lr: float = 3e-3  # Adam; of 5e-4 .. 3e-3 with mixing, best on the val split and on Moby-Dick (bench/results/compress.md)
     steps: int = 1
     window: int = 64  # bytes per chunk: the weights change every ``window`` bytes of each row
     params: str = "all"  # "all", or name fragments joined by "+": "ngram+norm+head"
