@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -53,6 +54,15 @@ def file_sha256(path: str | Path) -> bytes:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.digest()
+
+
+def default_threads() -> int:
+    """Two torch threads where two cores are ours: the batch of segments keeps both busy."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return min(2, cores)
 
 
 def compress(model, data: bytes, model_sha: bytes, adapt: AdaptOptions | None, window: int = 64,

@@ -19,7 +19,9 @@ def add_parser(sub):
     )
     parser.add_argument("--window", type=int, default=64, help="bytes per chunk with --no-adapt (default 64)")
     parser.add_argument("--segments", type=int, help="rows coded side by side (default: about one per 2 KiB, at most 64)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads; recorded, decompression uses the same (default 1)")
+    parser.add_argument(
+        "--threads", type=int, help="torch threads; recorded, decompression uses the same (default: 2, or 1 on a 1-core machine)"
+    )
     parser.set_defaults(func=run_compress)
 
     parser = sub.add_parser("decompress", help="restore a file written by `charlm compress` (same checkpoint)")
@@ -57,7 +59,7 @@ def run_compress(args) -> int:
 
     from charlm.adapt import adapt_options, parse_key_values
     from charlm.atomic import write_atomic
-    from charlm.compress import compress
+    from charlm.compress import compress, default_threads
     from charlm.errors import UsageError
     from charlm.mixer import mix_options
 
@@ -70,7 +72,8 @@ def run_compress(args) -> int:
     data = _read(args.input)
     model, sha = _load(args.checkpoint)
     t0 = time.perf_counter()
-    blob = compress(model, data, sha, adapt, window=args.window, segments=args.segments, threads=args.threads, mix=mix)
+    blob = compress(model, data, sha, adapt, window=args.window, segments=args.segments,
+                    threads=default_threads() if args.threads is None else args.threads, mix=mix)
     seconds = time.perf_counter() - t0
     write_atomic(Path(args.output), blob)
     rate = 8 * len(blob) / max(len(data), 1)
