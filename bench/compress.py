@@ -1,4 +1,4 @@
-"""Compressed size (bits/byte) and speed: charlm static, adaptive and adaptive+mix next to
+"""Compressed size (bits/byte) and speed: charlm static, static+mix, adaptive and adaptive+mix next to
 PPMd order 6, xz, bz2, zstd and brotli. Bench-only deps: pip install -e '.[bench]'.
 
     python bench/compress.py --checkpoint runs/micro/checkpoints/last.pt \\
@@ -57,6 +57,7 @@ def read_text(path: str, max_bytes: int | None) -> bytes:
 
 CODINGS = {
     "charlm static": (None, None),
+    "charlm static+mix": (None, MixOptions()),
     "charlm adaptive": (AdaptOptions(), None),
     "charlm adaptive+mix": (AdaptOptions(), MixOptions()),
 }
