@@ -115,32 +115,36 @@ class ContextMixer:
             total = counts.sum(axis=1, keepdims=True, dtype=np.int64)
             inputs.append(self._log_count[counts] - np.log(total + 256 * alpha))
             seen = np.where(total[:, 0] > 0, i + 1, seen)
-        stacked = np.stack(inputs, axis=1)  # [rows, inputs, 256]
         weights = self.weights[seen]
-        mixed = np.einsum("ri,ris->rs", weights, stacked)
+        mixed = weights[:, :1] * inputs[0]
+        for i in range(1, len(inputs)):  # a sum of [rows, 256] products: no [rows, inputs, 256] copy
+            mixed += weights[:, i : i + 1] * inputs[i]
         mixed -= mixed.max(axis=1, keepdims=True)
         probs = np.exp(mixed)
         probs /= probs.sum(axis=1, keepdims=True)
-        self._pending = (slots, tags, stacked, seen, probs)
+        self._pending = (slots, tags, inputs, seen, probs)
         return probs
 
     def update(self, byte: np.ndarray, active: np.ndarray) -> None:
         """Learn the bytes just coded (``byte`` [rows]) of the ``active`` rows, in row order."""
-        slots, tags, stacked, seen, probs = self._pending
+        slots, tags, inputs, seen, probs = self._pending
         rows = np.flatnonzero(active)
         byte = np.asarray(byte, np.int64)[rows]
         # the mixer: d(-log q(y))/dw_i = E_q[log p_i] - log p_i(y)
-        chosen = stacked[rows, :, byte]
-        expected = np.einsum("ris,rs->ri", stacked[rows], probs[rows])
+        probs = probs[rows]
+        chosen = np.stack([x[rows, byte] for x in inputs], axis=1)
+        expected = np.stack([np.einsum("rs,rs->r", x[rows], probs) for x in inputs], axis=1)
         np.add.at(self.weights, seen[rows], -self.options.lr * (expected - chosen))
         for table, tag_table, slot, tag in zip(self.counts, self.tags, slots, tags):
             slot, tag = slot[rows], tag[rows]
             stale = tag_table[slot] != tag
-            table[slot[stale]] = 0
-            tag_table[slot[stale]] = tag[stale]
+            if stale.any():
+                table[slot[stale]] = 0
+                tag_table[slot[stale]] = tag[stale]
             np.add.at(table, (slot, byte), 1)
-            full = np.unique(slot[table[slot, byte] > COUNT_LIMIT])
-            table[full] >>= 1
+            full = table[slot, byte] > COUNT_LIMIT
+            if full.any():
+                table[np.unique(slot[full])] >>= 1
         self.history[rows] = (self.history[rows] << np.uint64(8)) | byte.astype(np.uint64)
         self._pending = None
 
