@@ -1,5 +1,6 @@
 """Adaptive evaluation: strictly causal, and it learns what it has read."""
 
+import json
 import math
 
 import numpy as np
@@ -114,3 +115,25 @@ def test_eval_cli_reports_adaptive_next_to_static(tmp_path, model, capsys):
     assert "match no parameter" in err and err.count("\n") == 1
     assert main([*argv, "--adapt", "window=999"]) == 2
     assert "window must be in" in capsys.readouterr().err
+
+
+def test_eval_cli_reset_doc_reads_each_document_from_the_checkpoint(tmp_path, model, capsys):
+    """Two copies of one document: read on, the second copy is cheap; reset=doc reads each
+    from the checkpoint's weights, so the split costs what one copy alone costs."""
+    save_checkpoint(tmp_path / "ck.pt", {"model": model.state_dict(), "config": to_dict(model_job(SEQ_LEN, ngram_buckets=[64, 64]))})
+    tokens, _ = text_with_secret()
+    for name, copies in (("one", 1), ("two", 2)):
+        with SplitWriter(tmp_path / f"{name}.bin") as writer:
+            for _ in range(copies):
+                writer.add([tokens.tobytes()])
+            writer.commit()
+    figures = {}
+    for name, reset in (("one", "none"), ("two", "none"), ("two", "doc")):
+        argv = ["eval", "--checkpoint", str(tmp_path / "ck.pt"), "--data", str(tmp_path / f"{name}.bin"), "--device", "cpu"]
+        assert main([*argv, "--no-baselines", "--json", "--adapt", f"lr=3e-2,window={WINDOW},segments=1,reset={reset}"]) == 0
+        figures[name, reset] = json.loads(capsys.readouterr().out)["adaptive"]
+    assert figures["two", "doc"]["documents"] == 2 and figures["two", "none"]["documents"] == 1
+    assert figures["two", "doc"]["adaptive_bpb"] == pytest.approx(figures["one", "none"]["adaptive_bpb"], rel=1e-9)
+    assert figures["two", "none"]["adaptive_bpb"] < figures["two", "doc"]["adaptive_bpb"] - 0.1
+    assert main([*argv, "--adapt", "reset=page"]) == 2
+    assert "reset must be none or doc" in capsys.readouterr().err

@@ -20,7 +20,7 @@ def add_parser(sub):
         "--adapt",
         nargs="*",
         metavar="KEY=VALUE",
-        help="also score while learning (lr, steps, window, params, optimizer, segments); see charlm.adapt",
+        help="also score while learning (lr, steps, window, params, optimizer, segments, reset=none|doc); see charlm.adapt",
     )
     parser.add_argument(
         "--mix",
@@ -59,7 +59,8 @@ def run_eval(args) -> int:
         raise UsageError("--mix needs --adapt (it scores in the adaptive reading order)")
     if args.stride is not None and not 1 <= args.stride <= seq_len:
         raise UsageError(f"--stride must be in [1, {seq_len}] (the model's context), got {args.stride}")
-    tokens = as_tokens(open_split(args.data).tokens)[: args.max_bytes]
+    split = open_split(args.data)
+    tokens = as_tokens(split.tokens)[: args.max_bytes]
     windows = len(tokens) // (args.stride or max(1, seq_len // 2)) + 1  # a batch never holds more
     job = getattr(runner, "job", None)
     check_evaluation(job and job.model, min(args.batch_size, windows), seq_len, runner.device)
@@ -79,7 +80,7 @@ def run_eval(args) -> int:
         return 0
     baselines = {} if args.no_baselines else compressor_bpb(tokens.tobytes())
     stride = args.stride or seq_len // 2
-    adaptive = None if args.adapt is None else adaptive_report(model, tokens, seq_len, args.adapt, args.mix)
+    adaptive = None if args.adapt is None else adaptive_report(model, tokens, seq_len, args.adapt, args.mix, split.doc_offsets)
     if args.json:
         report = {"checkpoint": args.checkpoint, "data": args.data, "seq_len": seq_len, "stride": stride}
         print(json.dumps({**report, **result.to_dict(), "baselines_bpb": baselines, "adaptive": adaptive}))
@@ -97,10 +98,15 @@ def run_eval(args) -> int:
     return 0
 
 
-def adaptive_report(model, tokens, seq_len: int, items: list[str], mix_items: list[str] | None = None) -> dict:
+def adaptive_report(model, tokens, seq_len: int, items: list[str], mix_items: list[str] | None = None,
+                    doc_offsets=()) -> dict:
     """Bits/byte with and without learning while reading, in ``charlm.adapt``'s order (and,
-    with ``mix_items``, learning and mixed with count models)."""
+    with ``mix_items``, learning and mixed with count models). With ``reset=doc`` each
+    document (``doc_offsets``: where each starts) is read on its own, from the checkpoint's
+    weights and empty count models."""
     import math
+
+    import numpy as np
 
     from charlm.adapt import adapt_options, auto_segments, parse_key_values, read_costs
     from charlm.errors import UsageError
@@ -111,13 +117,25 @@ def adaptive_report(model, tokens, seq_len: int, items: list[str], mix_items: li
     count = values.pop("segments", None)
     if count is not None and not count.isdigit() or count == "0":
         raise UsageError(f"adapt option segments must be an integer >= 1, got {count!r}")
-    count = int(count) if count else auto_segments(len(tokens))
+    reset = values.pop("reset", "none")
+    if reset not in ("none", "doc"):
+        raise UsageError(f"adapt option reset must be none or doc, got {reset!r}")
     options = adapt_options(values)
-    bpb = {
-        name: float(read_costs(model, tokens, seq_len, options, adapt, count).mean()) / math.log(2)
-        for name, adapt in (("static_bpb", False), ("adaptive_bpb", True))
-    }
+    bounds = [0, len(tokens)]
+    if reset == "doc":
+        bounds = sorted({0, len(tokens), *(int(o) for o in doc_offsets if 0 < o < len(tokens))})
+    spans = list(zip(bounds, bounds[1:]))
+
+    def rows(n: int) -> int:
+        return min(int(count), n) if count else auto_segments(n)
+
+    def bits(adapt: bool, mix=None) -> float:
+        costs = [read_costs(model, tokens[a:b], seq_len, options, adapt, rows(b - a), mix) for a, b in spans]
+        return float(np.concatenate(costs).mean()) / math.log(2)
+
+    bpb = {"static_bpb": bits(False), "adaptive_bpb": bits(True)}
     if mix is not None:
-        bpb["mixed_bpb"] = float(read_costs(model, tokens, seq_len, options, True, count, mix).mean()) / math.log(2)
+        bpb["mixed_bpb"] = bits(True, mix)
         bpb["mix"] = mix.to_dict()
-    return {**bpb, "segments": count, **options.to_dict()}
+    segments = rows(len(tokens)) if reset == "none" else [rows(b - a) for a, b in spans]  # per document
+    return {**bpb, "segments": segments, "reset": reset, "documents": len(spans), **options.to_dict()}
