@@ -40,8 +40,8 @@ class AdaptOptions:
 
     lr: float = 3e-3  # Adam; of 5e-4 .. 3e-3 with mixing, best on the val split and on Moby-Dick (bench/results/compress.md)
     steps: int = 1
-    window: int = 96  # bytes per chunk: the weights change every ``window`` bytes of each row (64: 0.01 bits/byte
-    # smaller files on the val split, but `charlm compress` 20 % slower, below 5,000 bytes/s on 2 cores)
+    window: int = 96  # bytes per chunk: the weights change every ``window`` bytes of each row (64: files 0.005-0.02
+    # bits/byte smaller, but `charlm compress` about 25 % slower: 4,958 bytes/s decompressing the val split on 2 cores)
     params: str = "all"  # "all", or name fragments joined by "+": "ngram+norm+head"
     optimizer: str = "adam"
 
