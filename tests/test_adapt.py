@@ -35,14 +35,21 @@ def text_with_secret(seed=0):
     return np.concatenate([secret, filler, secret, filler, secret]), len(secret) + len(filler)
 
 
+def save_model(tmp_path, model) -> str:
+    """``model`` saved as the checkpoint ``tmp_path/ck.pt``; returns its path."""
+    path = tmp_path / "ck.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "config": to_dict(model_job(SEQ_LEN, ngram_buckets=[64, 64]))})
+    return str(path)
+
+
 def eval_argv(tmp_path, model) -> list[str]:
     """`charlm eval` of ``model`` (saved as a checkpoint) on a split of ``text_with_secret()``."""
-    save_checkpoint(tmp_path / "ck.pt", {"model": model.state_dict(), "config": to_dict(model_job(SEQ_LEN, ngram_buckets=[64, 64]))})
+    checkpoint = save_model(tmp_path, model)
     tokens, _ = text_with_secret()
     with SplitWriter(tmp_path / "val.bin") as writer:
         writer.add([tokens.tobytes()])
         writer.commit()
-    return ["eval", "--checkpoint", str(tmp_path / "ck.pt"), "--data", str(tmp_path / "val.bin"), "--device", "cpu"]
+    return ["eval", "--checkpoint", checkpoint, "--data", str(tmp_path / "val.bin"), "--device", "cpu"]
 
 
 def test_first_occurrence_costs_what_static_costs_later_ones_less(model):
@@ -120,7 +127,7 @@ def test_eval_cli_reports_adaptive_next_to_static(tmp_path, model, capsys):
 def test_eval_cli_reset_doc_reads_each_document_from_the_checkpoint(tmp_path, model, capsys):
     """Two copies of one document: read on, the second copy is cheap; reset=doc reads each
     from the checkpoint's weights, so the split costs what one copy alone costs."""
-    save_checkpoint(tmp_path / "ck.pt", {"model": model.state_dict(), "config": to_dict(model_job(SEQ_LEN, ngram_buckets=[64, 64]))})
+    checkpoint = save_model(tmp_path, model)
     tokens, _ = text_with_secret()
     for name, copies in (("one", 1), ("two", 2)):
         with SplitWriter(tmp_path / f"{name}.bin") as writer:
@@ -129,7 +136,7 @@ def test_eval_cli_reset_doc_reads_each_document_from_the_checkpoint(tmp_path, mo
             writer.commit()
     figures = {}
     for name, reset in (("one", "none"), ("two", "none"), ("two", "doc")):
-        argv = ["eval", "--checkpoint", str(tmp_path / "ck.pt"), "--data", str(tmp_path / f"{name}.bin"), "--device", "cpu"]
+        argv = ["eval", "--checkpoint", checkpoint, "--data", str(tmp_path / f"{name}.bin"), "--device", "cpu"]
         assert main([*argv, "--no-baselines", "--json", "--adapt", f"lr=3e-2,window={WINDOW},segments=1,reset={reset}"]) == 0
         figures[name, reset] = json.loads(capsys.readouterr().out)["adaptive"]
     assert figures["two", "doc"]["documents"] == 2 and figures["two", "none"]["documents"] == 1
