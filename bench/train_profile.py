@@ -86,7 +86,7 @@ def optimizer_parts(optimizer) -> dict:
 
 
 def phase_times(trainer: Trainer, steps: int) -> dict[str, list[float]]:
-    """Seconds of each phase of ``steps`` steps, written out as ``TrainStep`` runs them (fp32, no accumulation)."""
+    """Seconds of each phase of ``steps`` steps, written out as ``TrainStep`` runs them (no accumulation, no fp16 scaler)."""
     ts, model = trainer.train_step, trainer.model
     parts = optimizer_parts(trainer.optimizer)
     times: dict[str, list[float]] = {}
@@ -98,7 +98,8 @@ def phase_times(trainer: Trainer, steps: int) -> dict[str, list[float]]:
         return result
 
     def forward(x, y):
-        logits, _ = ts.forward(x)
+        with ts.autocast():
+            logits, _ = ts.forward(x)
         return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))
 
     def host_syncs(loss):

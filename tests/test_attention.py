@@ -104,3 +104,25 @@ def test_gqa_adds_the_alibi_bias_in_training_prefill_and_decode(n_kv_head):
             steps.append(y)
     assert (full - expected).abs().max() < 1e-5
     assert (torch.cat([prefill, *steps], dim=1) - expected).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("positional", ["none", "alibi"])
+def test_attention_under_cpu_bf16_autocast_trains_and_decodes_like_float32(positional):
+    # under CPU autocast the scores and weighted sum run in float32 (bf16's backward is slow there),
+    # with the projections in bfloat16: outputs and input gradients stay within bf16 rounding
+    attention = build_attention(n_kv_head=2, positional=positional)
+    x = torch.randn(2, 9, 32, requires_grad=True)
+    y32, _ = attention(x, 0, None)
+    (grad32,) = torch.autograd.grad(y32.square().sum(), x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y16, _ = attention(x, 0, None)
+        (grad16,) = torch.autograd.grad(y16.float().square().sum(), x)
+        with torch.no_grad():
+            cache = attention.init_state(2, 16, "cpu", torch.bfloat16)
+            prefill, cache = attention(x[:, :5], 0, cache)
+            steps = [attention(x[:, t : t + 1], t, cache)[0] for t in range(5, 9)]
+    decoded = torch.cat([prefill, *steps], dim=1)
+    assert y16.dtype == torch.bfloat16
+    assert (y16.float() - y32).abs().max() < 0.02 * y32.abs().max()
+    assert (grad16 - grad32).abs().max() < 0.02 * grad32.abs().max()
+    assert (decoded.float() - y32).abs().max() < 0.02 * y32.abs().max()

@@ -78,14 +78,23 @@ class GroupedQueryAttention(nn.Module):
             mask, is_causal = None, bool(length > 1)
         else:
             mask, is_causal = _causal_mask(length, past, bias, q.dtype, x.device), False
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=self.n_kv_head != self.n_head
-        )
+        y = _attend(q, k, v, mask, is_causal, enable_gqa=self.n_kv_head != self.n_head)
         y = y.transpose(1, 2).reshape(batch, length, self.n_head * self.head_dim)
         return self.out(y), cache
 
     def init_state(self, batch: int, max_len: int, device, dtype) -> KVCache:
         return KVCache(batch, self.n_kv_head, max_len, self.head_dim, device, dtype)
+
+
+def _attend(q, k, v, mask, is_causal: bool, enable_gqa: bool) -> torch.Tensor:
+    """``scaled_dot_product_attention``, in float32 under CPU autocast: autocast would run it
+    in bfloat16, whose CPU backward is about 3.5x slower than float32's here (torch 2.13,
+    bench/results/train_profile.md), and its matmuls are a small part of a step."""
+    if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            mask = mask if mask is None or mask.dtype == torch.bool else mask.float()
+            return _attend(q.float(), k.float(), v.float(), mask, is_causal, enable_gqa)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=enable_gqa)
 
 
 def _causal_mask(length: int, past: int, bias: torch.Tensor | None, dtype, device) -> torch.Tensor | None:
