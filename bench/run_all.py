@@ -53,12 +53,12 @@ class Table:
 
 
 def training(table: Table, runs: int, compile: bool) -> None:
-    rows = [("fp32", False), ("bf16", False)] + ([("fp32", True)] if compile else [])
+    rows = [("fp32", False), ("bf16", False)] + ([("fp32", True), ("bf16", True)] if compile else [])
     results = train_throughput.run_rows(rows, steps=120, rounds=runs)
     for (precision, compiled), measured in results.items():
         name = f"train {precision}{' compiled' if compiled else ''}"
         table.add(f"{name}: tokens/s", "bytes/s", [m["tokens_per_s"] for m in measured])
-        table.add(f"{name}: MFU", "% of fp32 matmul peak", [100 * m["mfu"] for m in measured], 1)
+        table.add(f"{name}: MFU", f"% of {precision} matmul peak", [100 * m["mfu"] for m in measured], 1)
 
 
 def evaluation(table: Table, runs: int) -> None:

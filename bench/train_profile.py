@@ -152,7 +152,7 @@ def profile(shape: str, steps: int, work: Path, overrides: list[str]) -> None:
     for name, value in ms.items():
         print(f"{name:<50} {value:>9.2f} {value / step_ms:>6.1%}")
     print(f"{'real loop step (median)':<50} {step_ms:>9.2f}")
-    print(f"tokens/s {tokens / step_ms * 1e3:,.0f} | MFU {flops / (step_ms / 1e3) / peak:.1%} of the measured fp32 peak "
+    print(f"tokens/s {tokens / step_ms * 1e3:,.0f} | MFU {flops / (step_ms / 1e3) / peak:.1%} of the measured {job.precision} matmul peak "
           f"{peak / 1e9:.0f} GFLOP/s")
 
 

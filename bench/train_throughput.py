@@ -1,7 +1,7 @@
 """Training-loop throughput: tokens/s and MFU of `charlm run` itself (data, forward, backward,
-clipping, optimizer step, logging), for the micro job in fp32, bf16 and with torch.compile.
+clipping, optimizer step, logging), for the micro job in fp32 and bf16, eager and with torch.compile.
 
-MFU is against this CPU's measured fp32 matmul peak (charlm.perf). The first steps (and
+MFU is against this CPU's measured matmul peak in the run's precision (charlm.perf). The first steps (and
 compilation) are left out of the rate and reported as warm-up. Rows alternate over rounds
 and the median is printed with the spread, since a shared machine drifts.
 
@@ -89,9 +89,9 @@ def main() -> None:
     add_threads_flag(parser)
     args = parser.parse_args()
     use_threads(args.threads)
-    rows = [("fp32", False), ("bf16", False)] + ([] if args.no_compile else [("fp32", True)])
+    rows = [("fp32", False), ("bf16", False)] + ([] if args.no_compile else [("fp32", True), ("bf16", True)])
     results = run_rows(rows, args.steps, args.rounds)
-    print(f"micro job ({MICRO.name}), {torch.get_num_threads()} threads, fp32 matmul peak {matmul_peak_flops('cpu') / 1e9:.0f} GFLOP/s")
+    print(f"micro job ({MICRO.name}), {torch.get_num_threads()} threads, matmul peak fp32 {matmul_peak_flops('cpu') / 1e9:.0f}, bf16 {matmul_peak_flops('cpu', torch.bfloat16) / 1e9:.0f} GFLOP/s")
     print(f"{'precision':<9} {'compile':<7} {'tokens/s (median)':>17} {'spread':>15} {'MFU':>6} {'warm-up s':>9}")
     for (precision, compiled), runs in results.items():
         tok = [r["tokens_per_s"] for r in runs]

@@ -12,7 +12,10 @@ full multi-head attention without QK-norm, learned absolute positions, LayerNorm
 MLP, tied embeddings, no n-gram tables (differences left: 256 bytes vs nanoGPT's 65
 characters, no biases). Each side's per-iteration times (nanoGPT's ``iter N: ... time Yms``
 lines, CharLM's ``tokens_per_s`` records in metrics.jsonl, both logged every step) after the
-first ``--skip`` steps give its median tokens/s.
+first ``--skip`` steps give its median tokens/s. ``--bf16`` adds a third side, CharLM under
+bfloat16 autocast (``precision = "bf16"``; its matmuls then use the CPU's bf16 units where it
+has them, e.g. AMX). nanoGPT has no such option on a CPU: its train.py runs fp32 there
+whatever its ``dtype``.
 
 Sampling, batch 1, at that shape and at the 10.7M shape (6 layers, n_embd 384, 6 heads,
 block 256): nanoGPT's ``sample.py`` (re-runs the whole context per byte) against ``charlm
@@ -23,7 +26,7 @@ the weights).
 
 Runs alternate (nanoGPT, CharLM, nanoGPT, ...) so a busy machine slows both alike.
 
-    python bench/vs_nanogpt.py PATH_TO_NANOGPT --text input.txt [--steps 200] [--rounds 2]
+    python bench/vs_nanogpt.py PATH_TO_NANOGPT --text input.txt [--steps 200] [--rounds 2] [--bf16]
 """
 
 from __future__ import annotations
@@ -87,8 +90,8 @@ def _flags(values: dict) -> list[str]:
 
 
 class CharLM:
-    def __init__(self, python: str, work: Path, text: Path):
-        self.python, self.dir = python, work / "charlm"
+    def __init__(self, python: str, work: Path, text: Path, precision: str = "fp32"):
+        self.python, self.dir, self.precision = python, work / f"charlm-{precision}", precision
         self.dir.mkdir()
         prepare = [python, "-m", "charlm", "data", "prepare", text, "--out", self.dir / "data", "--val-fraction", "0"]
         run(prepare, self.dir)
@@ -98,7 +101,7 @@ class CharLM:
         path = self.dir / f"{out}.toml"
         path.write_text(
             f'out_dir = "{out}"\nseq_len = {shape["block_size"]}\nmicro_batch_size = {BATCH}\n'
-            f'max_steps = {steps}\ndevice = "cpu"\nprecision = "fp32"\ncompile = false\ngrad_clip = 1.0\n'
+            f'max_steps = {steps}\ndevice = "cpu"\nprecision = "{self.precision}"\ncompile = false\ngrad_clip = 1.0\n'
             f'[model]\nd_model = {shape["n_embd"]}\nn_layer = {shape["n_layer"]}\nn_head = {shape["n_head"]}\n'
             'positional = "learned"\nmlp = "gelu"\nnorm = "layernorm"\ntie_embeddings = true\n'
             'attention = {kind = "gqa", qk_norm = false}\n'
@@ -139,6 +142,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs per side")
     parser.add_argument("--sample-bytes", type=int, nargs=2, default=[50, 550], metavar=("FEW", "MANY"))
     parser.add_argument("--python", default=sys.executable, help="interpreter for both sides")
+    parser.add_argument("--bf16", action="store_true", help="also train CharLM under bf16 autocast (nanoGPT runs fp32 on a CPU)")
     args = parser.parse_args()
     checkout, text = args.nanogpt.resolve(), args.text.resolve()
     if not (checkout / "train.py").is_file() or not (checkout / "data" / "shakespeare_char" / "prepare.py").is_file():
@@ -151,6 +155,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vs_nanogpt_") as scratch:
         work = Path(scratch)
         sides = {"nanoGPT": NanoGPT(checkout, args.python, work, text), "CharLM": CharLM(args.python, work, text)}
+        if args.bf16:
+            sides["CharLM bf16"] = CharLM(args.python, work, text, "bf16")
         print(f"{args.steps} training steps per run, {args.rounds} alternating rounds, batch {BATCH}")
 
         tokens = BATCH * NANO_CPU["block_size"]
@@ -160,23 +166,25 @@ def main() -> None:
                 step_s[name] += side.train(NANO_CPU, args.steps, f"train{i}")[args.skip :]
         train_rate = {name: tokens / statistics.median(times) for name, times in step_s.items()}
 
-        for side in sides.values():  # a checkpoint at 10.7M for sampling
+        samplers = {name: sides[name] for name in ("nanoGPT", "CharLM")}
+        for side in samplers.values():  # a checkpoint at 10.7M for sampling
             side.train(SHAPES["10.7M"], 1, "big")
         few, many = args.sample_bytes
         sample_rate = {}
         for shape, out in zip(SHAPES, ("train0", "big")):
-            rates = {name: [] for name in sides}
+            rates = {name: [] for name in samplers}
             for _ in range(args.rounds):
-                for name, side in sides.items():
+                for name, side in samplers.items():
                     rates[name].append((many - few) / (side.sample(out, many) - side.sample(out, few)))
             sample_rate[shape] = {name: statistics.median(r) for name, r in rates.items()}
 
-    print(f"\n{'measure':<40} {'nanoGPT':>10} {'CharLM':>10} {'ratio':>7}")
-    rows = [("train tokens/s (nanoGPT CPU shape)", train_rate)]
-    rows += [(f"sample bytes/s, batch 1 ({shape})", rate) for shape, rate in sample_rate.items()]
-    for label, rate in rows:
-        ratio = rate["CharLM"] / rate["nanoGPT"]
-        print(f"{label:<40} {rate['nanoGPT']:>10,.0f} {rate['CharLM']:>10,.0f} {ratio:>6.2f}x")
+    print(f"\n{'measure':<48} {'nanoGPT':>10} {'CharLM':>10} {'ratio':>7}")
+    rows = [("train tokens/s (nanoGPT CPU shape), fp32", train_rate["CharLM"], train_rate)]
+    if args.bf16:
+        rows.append(("train tokens/s (nanoGPT CPU shape), CharLM bf16", train_rate["CharLM bf16"], train_rate))
+    rows += [(f"sample bytes/s, batch 1 ({shape})", rate["CharLM"], rate) for shape, rate in sample_rate.items()]
+    for label, charlm, rate in rows:
+        print(f"{label:<48} {rate['nanoGPT']:>10,.0f} {charlm:>10,.0f} {charlm / rate['nanoGPT']:>6.2f}x")
     print(f"\nsampling: {few} and {many} bytes per run, rate = {many - few} / difference of wall times")
 
 

@@ -11,7 +11,7 @@ from charlm.cli import main
 from charlm.prepare import prepare
 
 TINY = ["model.d_model=32", "model.n_layer=1", "model.n_head=2", "model.n_kv_head=1", "model.ngram_buckets=[64]",
-        "seq_len=32", "micro_batch_size=4", 'device="cpu"', "logging.eval_every=2", "logging.eval_bytes=512"]
+        "seq_len=32", "micro_batch_size=4", 'device="cpu"', "compile=false", "logging.eval_every=2", "logging.eval_bytes=512"]
 
 
 @pytest.fixture(scope="module")
