@@ -14,6 +14,8 @@ import contextlib
 import datetime
 import os
 import re
+import sys
+import time
 
 import attrs
 import torch
@@ -130,11 +132,29 @@ def from_main(value, info: DistInfo):
     return box[0]
 
 
+def _all_reduce(t: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
+    """``dist.all_reduce(t)``, returning once the backend has let go of ``t``.
+
+    gloo's worker thread may drop its reference to ``t`` after the collective returns, and that
+    drop also releases a reference to ``t``'s Python object, which needs the GIL. A rank that
+    ends right after its last collective (``charlm eval`` under torchrun) aborted at exit, in
+    8 of 20 runs here: the worker, still waiting for the GIL, is unwound by the finalizing
+    interpreter ("terminate called without an active exception"). Sleeping 0 s hands the GIL
+    over until both references are gone (0 aborts in 60 runs).
+    """
+    alone = sys.getrefcount(t)  # while only Python holds t
+    dist.all_reduce(t, op=op)
+    deadline = time.monotonic() + 1.0
+    # the worker's reference to the tensor, then (taken under the GIL) the one to its Python object
+    while (t._use_count() > 1 or sys.getrefcount(t) > alone) and time.monotonic() < deadline:
+        time.sleep(0)
+    return t
+
+
 def all_reduce_mean(value: float, info: DistInfo, device: torch.device) -> float:
     if not info.enabled:
         return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
+    t = _all_reduce(torch.tensor([value], dtype=torch.float64, device=device))
     return t.item() / info.world_size
 
 
@@ -142,18 +162,14 @@ def all_reduce_sum(value: float, info: DistInfo, device: torch.device) -> float:
     """The float64 sum of ``value`` over ranks."""
     if not info.enabled:
         return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.item()
+    return _all_reduce(torch.tensor([value], dtype=torch.float64, device=device)).item()
 
 
 def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
     """True on every rank when it is true on one (so all ranks stop together)."""
     if not info.enabled:
         return flag
-    t = torch.tensor([int(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return bool(_all_reduce(torch.tensor([int(flag)], device=device), op=dist.ReduceOp.MAX).item())
 
 
 def shard(n: int, info: DistInfo) -> slice:
