@@ -142,7 +142,7 @@ def _training_terms(job) -> list[Term]:
     ngram = sum(m.ngram_buckets) * m.d_model
     embed = VOCAB * m.d_model * (1 if m.tie_embeddings else 2)
     block_states, states = OPTIMIZER_STATES.get(job.optimizer.kind, (0, 0))
-    act_size = 2 if job.precision in ("bf16", "fp16") else FP32
+    act_size = 2 if job.precision in ("bf16", "fp16") else FP32  # "auto" may be fp32: the larger size
     per_byte = m.n_layer * SAVED_PER_LAYER * m.d_model * act_size + LOGIT_VALUES * FP32
     grow = _largest({
         "micro_batch_size": (job.micro_batch_size, 16), "seq_len": (job.seq_len, 128),

@@ -104,6 +104,14 @@ class RunLog:
             self._tb.close()
 
 
+def _precision(name: str, device) -> str:
+    """The precision a run trains in; ``auto``'s choice says it was automatic ("bf16 (auto)")."""
+    from charlm.config import resolve_precision
+
+    resolved = resolve_precision(name, device)
+    return f"{resolved} (auto)" if name == "auto" else resolved
+
+
 DATA_LINE = "data "  # train.log's record of the training data's version (read by `charlm info`)
 
 
@@ -114,7 +122,7 @@ def header_lines(versions: dict[str, str], job, device, world_size: int, n_param
 
     lines = [
         f"charlm {versions['charlm']} | " + " | ".join(f"{k} {v}" for k, v in versions.items() if k != "charlm"),
-        f"device {device} | precision {job.precision} | compile {job.compile} | world size {world_size} | "
+        f"device {device} | precision {_precision(job.precision, device)} | compile {job.compile} | world size {world_size} | "
         f"{n_params / 1e6:.2f}M parameters | grad accumulation {accum}",
     ]
     data = split_provenance(job.data.train)

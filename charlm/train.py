@@ -19,7 +19,7 @@ import torch
 
 from charlm import checkpoint as ckpt
 from charlm import distributed
-from charlm.config import JobConfig, config_to_toml, resolve_device, to_dict
+from charlm.config import JobConfig, config_to_toml, resolve_device, resolve_precision, to_dict
 from charlm.data import PackedDataset, open_split, verify_split
 from charlm.errors import CharLMError, ConfigError, UsageError
 from charlm.evaluate import evaluate_bpb, random_windows, score_windows
@@ -63,7 +63,7 @@ class Trainer:
         if self.fsdp:  # before the optimizer: it holds the sharded parameters
             from charlm import fsdp  # torch.distributed.fsdp and DCP: imported by FSDP runs only
 
-            fsdp.shard_model(self.model, job.precision)
+            fsdp.shard_model(self.model, resolve_precision(job.precision, self.device))
         self.optimizer = get_registry().create("optimizer", job.optimizer, model=self.model)
         if self.fsdp:
             fsdp.shard_optimizer(self.optimizer)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from charlm import distributed
-from charlm.config import JobConfig
+from charlm.config import JobConfig, resolve_precision
 from charlm.errors import CharLMError
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -47,8 +47,9 @@ class TrainStep:
     def __init__(self, model: torch.nn.Module, optimizer, job: JobConfig, dist, device: torch.device, accum: int):
         self.model, self.optimizer, self.job = model, optimizer, job
         self.dist, self.device, self.accum = dist, device, accum
-        self.amp_dtype = AMP_DTYPES[job.precision]
-        self.scaler = torch.amp.GradScaler(device.type, enabled=job.precision == "fp16")
+        self.precision = resolve_precision(job.precision, device)
+        self.amp_dtype = AMP_DTYPES[self.precision]
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
         self.forward = self._wrap(compile=job.compile is not False)
 
     def _wrap(self, compile: bool):

@@ -13,8 +13,8 @@ import torch
 from helpers import ROOT, charlm_main, make_job, metrics, tiny_job, train_losses, write_job
 
 from charlm.checkpoint import load_checkpoint
-from charlm.config import config_from_dict, config_to_toml
-from charlm.train import train
+from charlm.config import config_from_dict, config_to_toml, resolve_precision
+from charlm.train import Trainer, train
 
 
 def test_short_run_lowers_the_loss_and_writes_the_run_dir(corpus, tmp_path):
@@ -194,3 +194,26 @@ def test_bf16_autocast_trains_on_cpu(corpus, tmp_path):
     losses = train_losses(tmp_path / "bf16")
     assert all(math.isfinite(x) for x in losses)
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.3
+
+
+@pytest.mark.parametrize(("amx", "avx512_bf16", "expected"), [(True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")])
+def test_precision_auto_is_bf16_only_on_a_cpu_that_multiplies_bf16_natively(monkeypatch, amx, avx512_bf16, expected):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == expected
+    assert [resolve_precision(name, cpu) for name in ("fp32", "bf16")] == ["fp32", "bf16"]  # named: kept
+    assert resolve_precision("auto", torch.device("mps")) == "fp32"
+
+
+def test_precision_auto_run_says_what_it_chose_trains_with_it_and_resumes(corpus, tmp_path):
+    native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    probe = Trainer(make_job(corpus, tmp_path / "probe", max_steps=1, precision='"auto"'))
+    assert probe.train_step.amp_dtype == (torch.bfloat16 if native else None)
+    probe.close()
+    out, options = tmp_path / "auto", {"precision": '"auto"', "logging.final_eval": "false", "logging.log_every": 1}
+    train(make_job(corpus, out, max_steps=2, **options))
+    train(make_job(corpus, out, max_steps=4, **options), resume="auto")  # the checkpoint's job says "auto" too
+    assert [r["step"] for r in metrics(out) if "loss" in r] == [1, 2, 3, 4]
+    chosen = "bf16" if native else "fp32"
+    assert (out / "train.log").read_text().count(f"precision {chosen} (auto)") == 2

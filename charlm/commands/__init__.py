@@ -11,7 +11,7 @@ def add_job_arguments(parser) -> None:
     parser.add_argument("job", help="job file (.toml, or .yaml with PyYAML) or recipe name (charlm recipes)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. model.n_layer=4 optimizer.lr=3e-4")
     parser.add_argument("--max-steps", type=int, help="override max_steps")
-    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="override precision")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], help="override precision")
     parser.add_argument("--device", help='override device ("auto", "cpu", "cuda", "mps")')
     parser.add_argument("--no-val", action="store_true", help="no validation during or after the run")
 
