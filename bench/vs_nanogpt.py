@@ -15,7 +15,8 @@ lines, CharLM's ``tokens_per_s`` records in metrics.jsonl, both logged every ste
 first ``--skip`` steps give its median tokens/s. ``--bf16`` adds a third side, CharLM under
 bfloat16 autocast (``precision = "bf16"``; its matmuls then use the CPU's bf16 units where it
 has them, e.g. AMX). nanoGPT has no such option on a CPU: its train.py runs fp32 there
-whatever its ``dtype``.
+whatever its ``dtype``. ``--compile`` adds both sides ``torch.compile``d (nanoGPT's
+``compile=True``, CharLM's ``compile = true``; the compile falls in the skipped first steps).
 
 Sampling, batch 1, at that shape and at the 10.7M shape (6 layers, n_embd 384, 6 heads,
 block 256): nanoGPT's ``sample.py`` (re-runs the whole context per byte) against ``charlm
@@ -26,7 +27,7 @@ the weights).
 
 Runs alternate (nanoGPT, CharLM, nanoGPT, ...) so a busy machine slows both alike.
 
-    python bench/vs_nanogpt.py PATH_TO_NANOGPT --text input.txt [--steps 200] [--rounds 2] [--bf16]
+    python bench/vs_nanogpt.py PATH_TO_NANOGPT --text input.txt [--steps 200] [--rounds 2] [--bf16] [--compile]
 """
 
 from __future__ import annotations
@@ -68,9 +69,9 @@ class NanoGPT:
         (data / "input.txt").symlink_to(text)
         run([python, "data/shakespeare_char/prepare.py"], self.dir)
 
-    def train(self, shape: dict, steps: int, out: str) -> list[float]:
+    def train(self, shape: dict, steps: int, out: str, compile: bool = False) -> list[float]:
         """Seconds of each iteration; a checkpoint in ``out`` after ``steps`` steps."""
-        flags = {**shape, "batch_size": BATCH, "device": "cpu", "compile": False, "dtype": "float32",
+        flags = {**shape, "batch_size": BATCH, "device": "cpu", "compile": compile, "dtype": "float32",
                  "dropout": 0.0, "max_iters": steps, "lr_decay_iters": steps, "eval_interval": steps,
                  "eval_iters": 1, "log_interval": 1, "out_dir": out}  # fmt: skip
         stdout = run([self.python, "train.py", "config/train_shakespeare_char.py", *_flags(flags)], self.dir)
@@ -90,18 +91,19 @@ def _flags(values: dict) -> list[str]:
 
 
 class CharLM:
-    def __init__(self, python: str, work: Path, text: Path, precision: str = "fp32"):
-        self.python, self.dir, self.precision = python, work / f"charlm-{precision}", precision
+    def __init__(self, python: str, work: Path, text: Path):
+        self.python, self.dir = python, work / "charlm"
         self.dir.mkdir()
         prepare = [python, "-m", "charlm", "data", "prepare", text, "--out", self.dir / "data", "--val-fraction", "0"]
         run(prepare, self.dir)
 
-    def job(self, shape: dict, steps: int, out: str) -> Path:
+    def job(self, shape: dict, steps: int, out: str, precision: str, compile: bool) -> Path:
         """nanoGPT's model and optimizer, like for like (see the module docstring)."""
         path = self.dir / f"{out}.toml"
         path.write_text(
             f'out_dir = "{out}"\nseq_len = {shape["block_size"]}\nmicro_batch_size = {BATCH}\n'
-            f'max_steps = {steps}\ndevice = "cpu"\nprecision = "{self.precision}"\ncompile = false\ngrad_clip = 1.0\n'
+            f'max_steps = {steps}\ndevice = "cpu"\nprecision = "{precision}"\ncompile = {str(compile).lower()}\n'
+            "grad_clip = 1.0\n"
             f'[model]\nd_model = {shape["n_embd"]}\nn_layer = {shape["n_layer"]}\nn_head = {shape["n_head"]}\n'
             'positional = "learned"\nmlp = "gelu"\nnorm = "layernorm"\ntie_embeddings = true\n'
             'attention = {kind = "gqa", qk_norm = false}\n'
@@ -112,9 +114,9 @@ class CharLM:
         )
         return path
 
-    def train(self, shape: dict, steps: int, out: str) -> list[float]:
+    def train(self, shape: dict, steps: int, out: str, precision: str = "fp32", compile: bool = False) -> list[float]:
         """Seconds of each step (from its tokens/s); a checkpoint in ``out``."""
-        run([self.python, "-m", "charlm", "run", self.job(shape, steps, out), "--no-val"], self.dir)
+        run([self.python, "-m", "charlm", "run", self.job(shape, steps, out, precision, compile), "--no-val"], self.dir)
         records = [json.loads(line) for line in (self.dir / out / "metrics.jsonl").read_text().splitlines()]
         return [BATCH * shape["block_size"] / r["tokens_per_s"] for r in records if "tokens_per_s" in r]
 
@@ -122,6 +124,28 @@ class CharLM:
         cmd = [self.python, "-m", "charlm", "generate", "--checkpoint", out, "--max-new", new, "--prompt", "\n",
                "--temperature", 0.8, "--top-k", 200, "--no-compile", "--device", "cpu"]  # fmt: skip
         return _timed(cmd, self.dir)
+
+
+# (row label, nanoGPT variant, CharLM variant): each CharLM variant against nanoGPT's like it
+TRAIN_ROWS = [
+    ("fp32", "nanoGPT", "CharLM"),
+    ("CharLM bf16", "nanoGPT", "CharLM bf16"),
+    ("both compiled, fp32", "nanoGPT compiled", "CharLM compiled"),
+    ("both compiled, CharLM bf16", "nanoGPT compiled", "CharLM bf16 compiled"),
+]
+
+
+def training_variants(bf16: bool, compile: bool) -> dict[str, tuple[str, dict]]:
+    """Each training run's name: (side, its options), in the order runs alternate."""
+    variants = {"nanoGPT": ("nanoGPT", {}), "CharLM": ("CharLM", {})}
+    if bf16:
+        variants["CharLM bf16"] = ("CharLM", {"precision": "bf16"})
+    if compile:
+        variants["nanoGPT compiled"] = ("nanoGPT", {"compile": True})
+        variants["CharLM compiled"] = ("CharLM", {"compile": True})
+        if bf16:
+            variants["CharLM bf16 compiled"] = ("CharLM", {"precision": "bf16", "compile": True})
+    return variants
 
 
 def _timed(cmd: list, cwd: Path) -> float:
@@ -143,6 +167,7 @@ def main() -> None:
     parser.add_argument("--sample-bytes", type=int, nargs=2, default=[50, 550], metavar=("FEW", "MANY"))
     parser.add_argument("--python", default=sys.executable, help="interpreter for both sides")
     parser.add_argument("--bf16", action="store_true", help="also train CharLM under bf16 autocast (nanoGPT runs fp32 on a CPU)")
+    parser.add_argument("--compile", action="store_true", help="also train both sides torch.compile'd")
     args = parser.parse_args()
     checkout, text = args.nanogpt.resolve(), args.text.resolve()
     if not (checkout / "train.py").is_file() or not (checkout / "data" / "shakespeare_char" / "prepare.py").is_file():
@@ -154,19 +179,18 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="vs_nanogpt_") as scratch:
         work = Path(scratch)
-        sides = {"nanoGPT": NanoGPT(checkout, args.python, work, text), "CharLM": CharLM(args.python, work, text)}
-        if args.bf16:
-            sides["CharLM bf16"] = CharLM(args.python, work, text, "bf16")
+        samplers = {"nanoGPT": NanoGPT(checkout, args.python, work, text), "CharLM": CharLM(args.python, work, text)}
+        variants = training_variants(args.bf16, args.compile)
         print(f"{args.steps} training steps per run, {args.rounds} alternating rounds, batch {BATCH}")
 
         tokens = BATCH * NANO_CPU["block_size"]
-        step_s = {name: [] for name in sides}
+        step_s = {name: [] for name in variants}
         for i in range(args.rounds):  # a fresh out_dir per run: CharLM refuses to overwrite a run
-            for name, side in sides.items():
-                step_s[name] += side.train(NANO_CPU, args.steps, f"train{i}")[args.skip :]
+            for name, (side, options) in variants.items():
+                out = "train0" if i == 0 and not options else f"train{i}-{name.replace(' ', '-')}"
+                step_s[name] += samplers[side].train(NANO_CPU, args.steps, out, **options)[args.skip :]
         train_rate = {name: tokens / statistics.median(times) for name, times in step_s.items()}
 
-        samplers = {name: sides[name] for name in ("nanoGPT", "CharLM")}
         for side in samplers.values():  # a checkpoint at 10.7M for sampling
             side.train(SHAPES["10.7M"], 1, "big")
         few, many = args.sample_bytes
@@ -178,13 +202,12 @@ def main() -> None:
                     rates[name].append((many - few) / (side.sample(out, many) - side.sample(out, few)))
             sample_rate[shape] = {name: statistics.median(r) for name, r in rates.items()}
 
-    print(f"\n{'measure':<48} {'nanoGPT':>10} {'CharLM':>10} {'ratio':>7}")
-    rows = [("train tokens/s (nanoGPT CPU shape), fp32", train_rate["CharLM"], train_rate)]
-    if args.bf16:
-        rows.append(("train tokens/s (nanoGPT CPU shape), CharLM bf16", train_rate["CharLM bf16"], train_rate))
-    rows += [(f"sample bytes/s, batch 1 ({shape})", rate["CharLM"], rate) for shape, rate in sample_rate.items()]
-    for label, charlm, rate in rows:
-        print(f"{label:<48} {rate['nanoGPT']:>10,.0f} {charlm:>10,.0f} {charlm / rate['nanoGPT']:>6.2f}x")
+    print(f"\n{'measure':<66} {'nanoGPT':>10} {'CharLM':>10} {'ratio':>7}")
+    rows = [(f"train tokens/s (nanoGPT CPU shape), {label}", train_rate[nano], train_rate[charlm])
+            for label, nano, charlm in TRAIN_ROWS if charlm in train_rate]  # fmt: skip
+    rows += [(f"sample bytes/s, batch 1 ({shape})", rate["nanoGPT"], rate["CharLM"]) for shape, rate in sample_rate.items()]
+    for label, nano, charlm in rows:
+        print(f"{label:<66} {nano:>10,.0f} {charlm:>10,.0f} {charlm / nano:>6.2f}x")
     print(f"\nsampling: {few} and {many} bytes per run, rate = {many - few} / difference of wall times")
 
 
