@@ -47,9 +47,9 @@ class TrainStep:
     def __init__(self, model: torch.nn.Module, optimizer, job: JobConfig, dist, device: torch.device, accum: int):
         self.model, self.optimizer, self.job = model, optimizer, job
         self.dist, self.device, self.accum = dist, device, accum
-        self.precision = resolve_precision(job.precision, device)
-        self.amp_dtype = AMP_DTYPES[self.precision]
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
+        precision = resolve_precision(job.precision, device)
+        self.amp_dtype = AMP_DTYPES[precision]
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.forward = self._wrap(compile=job.compile is not False)
 
     def _wrap(self, compile: bool):
