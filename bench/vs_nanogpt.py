@@ -179,7 +179,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="vs_nanogpt_") as scratch:
         work = Path(scratch)
-        samplers = {"nanoGPT": NanoGPT(checkout, args.python, work, text), "CharLM": CharLM(args.python, work, text)}
+        sides = {"nanoGPT": NanoGPT(checkout, args.python, work, text), "CharLM": CharLM(args.python, work, text)}
         variants = training_variants(args.bf16, args.compile)
         print(f"{args.steps} training steps per run, {args.rounds} alternating rounds, batch {BATCH}")
 
@@ -187,18 +187,19 @@ def main() -> None:
         step_s = {name: [] for name in variants}
         for i in range(args.rounds):  # a fresh out_dir per run: CharLM refuses to overwrite a run
             for name, (side, options) in variants.items():
+                # the plain variants' first runs are the checkpoints sampling reads ("train0")
                 out = "train0" if i == 0 and not options else f"train{i}-{name.replace(' ', '-')}"
-                step_s[name] += samplers[side].train(NANO_CPU, args.steps, out, **options)[args.skip :]
+                step_s[name] += sides[side].train(NANO_CPU, args.steps, out, **options)[args.skip :]
         train_rate = {name: tokens / statistics.median(times) for name, times in step_s.items()}
 
-        for side in samplers.values():  # a checkpoint at 10.7M for sampling
+        for side in sides.values():  # a checkpoint at 10.7M for sampling
             side.train(SHAPES["10.7M"], 1, "big")
         few, many = args.sample_bytes
         sample_rate = {}
         for shape, out in zip(SHAPES, ("train0", "big")):
-            rates = {name: [] for name in samplers}
+            rates = {name: [] for name in sides}
             for _ in range(args.rounds):
-                for name, side in samplers.items():
+                for name, side in sides.items():
                     rates[name].append((many - few) / (side.sample(out, many) - side.sample(out, few)))
             sample_rate[shape] = {name: statistics.median(r) for name, r in rates.items()}
 
