@@ -15,23 +15,28 @@ steps): the best is the least disturbed by other work on a shared machine.
 
 ``--compile`` also times the ``torch.compile``d decode step (``charlm generate --compile``):
 its B/s, the compile time, and the bytes after which compiling pays back (compile seconds /
-seconds saved per byte).
+seconds saved per byte). ``--int8`` adds each shape exported int8 and loaded int8-resident
+(rows "micro int8", "10.7M int8"): its decode steps read the int8 weights, 4x fewer bytes.
 
-    python bench/decode_limit.py [--threads 1 2] [--reps 5] [--new 512] [--compile]
+    python bench/decode_limit.py [--threads 1 2] [--reps 5] [--new 512] [--compile] [--int8]
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
+from charlm.artifact import load_artifact
+from charlm.builtin.export_formats import Int8Exporter
+from charlm.builtin.exporters import Int8Options
 from charlm.config import config_from_dict, load_config
 from charlm.generate import Window, build_sampler, sample_tokens
 from charlm.model import ByteLM
+from charlm.quantize import Int8Linear
 from charlm.runners import ModelRunner
 
 MICRO = Path(__file__).resolve().parent.parent / "charlm" / "recipes" / "micro.toml"
@@ -44,10 +49,27 @@ def jobs() -> dict:
     return {"micro": load_config(MICRO, ['device="cpu"']), "10.7M": config_from_dict(SHAPE_10M)}
 
 
-def matmul_weights(model: ByteLM) -> list[torch.Tensor]:
-    """What a decode step reads in full: every Linear's weight, and a tied head's table."""
-    weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    return weights + ([model.embed.weight] if model.head is None else [])
+def matmul_layers(model: ByteLM) -> list[torch.nn.Module]:
+    """Every Linear, float or int8-resident."""
+    return [m for m in model.modules() if isinstance(m, (torch.nn.Linear, Int8Linear))]
+
+
+def matmul_bytes(model: ByteLM) -> int:
+    """What a decode step reads in full: every Linear's weight (int8 ones with their scales),
+    and a tied head's table."""
+    tensors = [t for m in matmul_layers(model) for t in ((m.qweight, m.scale) if isinstance(m, Int8Linear) else (m.weight,))]
+    if model.head is None:
+        tensors += [model.embed.weight] if isinstance(model.embed, torch.nn.Embedding) else [model.embed.qweight, model.embed.scale]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def int8_resident(model: ByteLM, job) -> ByteLM:
+    """The model exported by ``charlm export --format int8`` and loaded int8-resident, as
+    ``charlm generate`` loads a large one."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.int8"
+        Int8Exporter(Int8Options()).export(model, job, path)
+        return load_artifact(path, resident="int8")[0]
 
 
 def kv_bytes(job) -> int:
@@ -68,14 +90,18 @@ def _seconds(fn) -> float:
     return time.perf_counter() - t0
 
 
-def matmul_floor(weights: list[torch.Tensor], steps: int) -> float:
-    """Seconds for one matrix-vector product per weight, back to back, mean over ``steps``
-    (measured as ``step_time`` is, so that their difference is the overhead)."""
-    inputs = {w.shape[1]: torch.randn(1, 1, w.shape[1]) for w in weights}
+def matmul_floor(model: ByteLM, steps: int) -> float:
+    """Seconds for every Linear (and a tied head) applied to one row, back to back, mean over
+    ``steps`` (measured as ``step_time`` is, so that their difference is the overhead)."""
+    layers = matmul_layers(model)
+    inputs = {m.in_features: torch.randn(1, 1, m.in_features) for m in layers}
+    x = torch.randn(1, 1, model.cfg.d_model)
     t0 = time.perf_counter()
     for _ in range(steps):
-        for w in weights:
-            F.linear(inputs[w.shape[1]], w)
+        for m in layers:
+            m(inputs[m.in_features])
+        if model.head is None:
+            x @ model.embed.weight.t()
     return (time.perf_counter() - t0) / steps
 
 
@@ -126,15 +152,18 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--new", type=int, default=512, help="bytes per decode run")
     parser.add_argument("--compile", action="store_true", help="also time a torch.compile'd decode step")
+    parser.add_argument("--int8", action="store_true", help="also decode each shape from its int8 export, kept int8-resident")
     args = parser.parse_args()
 
     torch.manual_seed(0)
     models = {name: (job, ByteLM(job.model, job.seq_len).eval()) for name, job in jobs().items()}
+    if args.int8:
+        models |= {f"{name} int8": (job, int8_resident(model, job)) for name, (job, model) in models.items()}
     header = (
-        f"{'shape':<6} {'thr':>3} {'params':>10} {'read/step':>9} {'DRAM':>8} {'limit':>7}"
+        f"{'shape':<10} {'thr':>3} {'params':>10} {'read/step':>9} {'DRAM':>8} {'limit':>7}"
         f" {'floor':>7} {'step':>7} {'overhd':>7} {'ops':>5} {'decode':>7} {'vs limit':>8}"
     )
-    units = f"{'':<21} {'MB':>9} {'GB/s':>8} {'B/s':>7}" + f" {'ms':>7}" * 3 + f" {'/byte':>5} {'B/s':>7}"
+    units = f"{'':<25} {'MB':>9} {'GB/s':>8} {'B/s':>7}" + f" {'ms':>7}" * 3 + f" {'/byte':>5} {'B/s':>7}"
     print(f"torch {torch.__version__}; best of {args.reps} alternating reps; decode: {args.new} bytes, temperature 1\n")
     if args.compile:
         header += f" {'compiled':>8} {'compile':>7} {'pays after':>10}"
@@ -152,17 +181,18 @@ def main() -> None:
                 runner, b = ModelRunner(model, job), best[name]
                 b["bw"] = max(b["bw"], bandwidth())
                 steps = min(100, job.seq_len - 16)  # within one window
-                b["floor"] = min(b["floor"], matmul_floor(matmul_weights(model), steps))
+                b["floor"] = min(b["floor"], matmul_floor(model, steps))
                 b["step"] = min(b["step"], step_time(runner, steps))
                 b["rate"] = max(b["rate"], decode_rate(runner, args.new, Window(job.seq_len)))
                 if name in compiled:
                     b["compiled"] = max(b["compiled"], decode_rate(compiled[name][0], args.new, Window(job.seq_len)))
         for name, (job, model) in models.items():
             b = best[name]
-            read = sum(w.numel() * w.element_size() for w in matmul_weights(model)) + kv_bytes(job)
+            read = matmul_bytes(model) + kv_bytes(job)
+            params = models[name.removesuffix(" int8")][1].num_parameters()  # an int8 model's weights are buffers
             limit = b["bw"] / read
             row = (
-                f"{name:<6} {threads:>3} {model.num_parameters():>10,} {read / 1e6:>9.1f} {b['bw'] / 1e9:>8.1f}"
+                f"{name:<10} {threads:>3} {params:>10,} {read / 1e6:>9.1f} {b['bw'] / 1e9:>8.1f}"
                 f" {limit:>7,.0f} {1e3 * b['floor']:>7.2f} {1e3 * b['step']:>7.2f}"
                 f" {1e3 * (b['step'] - b['floor']):>7.2f} {ops_per_byte(ModelRunner(model, job)):>5.0f}"
                 f" {b['rate']:>7,.0f} {b['rate'] / limit:>7.2f}x"

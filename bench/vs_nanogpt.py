@@ -20,8 +20,10 @@ whatever its ``dtype``. ``--compile`` adds both sides ``torch.compile``d (nanoGP
 
 Sampling, batch 1, at that shape and at the 10.7M shape (6 layers, n_embd 384, 6 heads,
 block 256): nanoGPT's ``sample.py`` (re-runs the whole context per byte) against ``charlm
-generate`` (KV cache), temperature 0.8, top-k 200. Each side runs twice, for few and for many
-bytes: the difference of the wall times cancels start-up and loading. Checkpoints: the
+generate`` (KV cache), temperature 0.8, top-k 200; and ``charlm generate`` on each checkpoint's
+int8 export (``charlm export --format int8``: the 10.7M model is loaded int8-resident, so its
+decode steps read int8 weights). Each side runs twice, for few and for many bytes: the
+difference of the wall times cancels start-up and loading. Checkpoints: the
 trained one at the CPU shape; at 10.7M, one after a single step (speed does not depend on
 the weights).
 
@@ -120,6 +122,11 @@ class CharLM:
         records = [json.loads(line) for line in (self.dir / out / "metrics.jsonl").read_text().splitlines()]
         return [BATCH * shape["block_size"] / r["tokens_per_s"] for r in records if "tokens_per_s" in r]
 
+    def export_int8(self, out: str) -> str:
+        """The checkpoint in ``out`` exported int8 (validated on random bytes); its path."""
+        run([self.python, "-m", "charlm", "export", "--format", "int8", "--checkpoint", out, "--out", f"{out}.int8"], self.dir)
+        return f"{out}.int8"
+
     def sample(self, out: str, new: int) -> float:
         cmd = [self.python, "-m", "charlm", "generate", "--checkpoint", out, "--max-new", new, "--prompt", "\n",
                "--temperature", 0.8, "--top-k", 200, "--no-compile", "--device", "cpu"]  # fmt: skip
@@ -196,17 +203,22 @@ def main() -> None:
             side.train(SHAPES["10.7M"], 1, "big")
         few, many = args.sample_bytes
         sample_rate = {}
+        # CharLM also samples its int8 export, which keeps the 10.7M model's weights int8
+        charlm_int8 = {"nanoGPT CPU": sides["CharLM"].export_int8("train0"), "10.7M": sides["CharLM"].export_int8("big")}
         for shape, out in zip(SHAPES, ("train0", "big")):
-            rates = {name: [] for name in sides}
+            samplers = {name: (side, out) for name, side in sides.items()} | {"CharLM int8": (sides["CharLM"], charlm_int8[shape])}
+            rates = {name: [] for name in samplers}
             for _ in range(args.rounds):
-                for name, side in sides.items():
-                    rates[name].append((many - few) / (side.sample(out, many) - side.sample(out, few)))
+                for name, (side, checkpoint) in samplers.items():
+                    rates[name].append((many - few) / (side.sample(checkpoint, many) - side.sample(checkpoint, few)))
             sample_rate[shape] = {name: statistics.median(r) for name, r in rates.items()}
 
     print(f"\n{'measure':<66} {'nanoGPT':>10} {'CharLM':>10} {'ratio':>7}")
     rows = [(f"train tokens/s (nanoGPT CPU shape), {label}", train_rate[nano], train_rate[charlm])
             for label, nano, charlm in TRAIN_ROWS if charlm in train_rate]  # fmt: skip
     rows += [(f"sample bytes/s, batch 1 ({shape})", rate["nanoGPT"], rate["CharLM"]) for shape, rate in sample_rate.items()]
+    rows += [(f"sample bytes/s, batch 1 ({shape}), CharLM's int8 export", rate["nanoGPT"], rate["CharLM int8"])
+             for shape, rate in sample_rate.items()]  # fmt: skip
     for label, nano, charlm in rows:
         print(f"{label:<66} {nano:>10,.0f} {charlm:>10,.0f} {charlm / nano:>6.2f}x")
     print(f"\nsampling: {few} and {many} bytes per run, rate = {many - few} / difference of wall times")

@@ -31,7 +31,12 @@ FORMAT = "charlm"
 FORMAT_VERSION = "1"
 SCHEME = "int8-symmetric"
 WEIGHTS = ("float32", "bfloat16", "int8")
-RESIDENT = ("float", "int8")
+RESIDENT = ("auto", "float", "int8")
+# "auto" keeps int8 weights int8 on a CPU once their float32 matmul weights are this large:
+# batch-1 decode then waits on memory, and int8 reads 4x fewer bytes (bench/results/decode.md:
+# 1.2-1.4x at the 10.7M shape, 43 MB of float32 weights; the micro model's 2.6 MB stay in
+# cache, where float32 is faster)
+INT8_RESIDENT_MIN_BYTES = 16 << 20
 MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
 
 
@@ -82,19 +87,21 @@ def artifact_weights(path: str | Path) -> str | None:
     return str(metadata.get("weights"))
 
 
-def load_artifact(path: str | Path, device: str | torch.device = "cpu", resident: str = "float"):
+def load_artifact(path: str | Path, device: str | torch.device = "cpu", resident: str = "auto"):
     """An artefact -> ``(model, job)``: a ``ByteLM`` in eval mode on ``device`` and its ``JobConfig``.
 
     int8 weights stay int8 in the file; ``resident`` says how the model holds them (see
-    ``charlm.quantize``): ``"float"`` dequantises once here (fastest on CPU), ``"int8"``
-    keeps them int8 and dequantises inside every matmul (4x less weight memory).
+    ``charlm.quantize``): ``"float"`` dequantises once here, ``"int8"`` keeps them int8 (4x
+    less weight memory; a CPU decode step reads them as int8, longer inputs dequantise inside
+    every matmul); ``"auto"``: int8 on a CPU for weights of ``INT8_RESIDENT_MIN_BYTES`` or
+    more as float32, else float.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from charlm.config import config_from_dict
     from charlm.model import ByteLM
-    from charlm.quantize import expand_int8, swap_in_int8
+    from charlm.quantize import Int8Linear, expand_int8, swap_in_int8
 
     path = Path(path)
     if resident not in RESIDENT:
@@ -130,6 +137,10 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu", resident
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except RuntimeError as exc:
         raise CharLMError(f"{path}: the tensors do not fit the config: {first_line(exc)}") from None
+    if weights == "int8" and resident == "auto":
+        matmuls = [m for m in model.modules() if isinstance(m, Int8Linear)]  # not the tables: a row each per byte
+        big = sum(m.qweight.numel() for m in matmuls) * 4 >= INT8_RESIDENT_MIN_BYTES
+        resident = "int8" if big and torch.device(device).type == "cpu" else "float"
     if weights == "int8" and resident == "float":
         expand_int8(model)
     return model.to(device).eval(), job

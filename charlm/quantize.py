@@ -5,11 +5,12 @@ is stored as ``q = round(w / s)`` in int8 with ``s = max|w| / 127``, so each wei
 at most ``s / 2``. Activations, norms, biases and any other parameter stay in floating point.
 
 A loaded model keeps the weights either int8 (``Int8Linear`` / ``Int8Embedding``: 4x less
-memory, dequantised inside every matmul) or expanded once to float (``expand_int8``: the
-float model, at its speed). Measured on a 2-core CPU at the micro shape, a float32 GEMV beats
-every int8 path torch offers there (``torch._weight_int8pack_mm`` was 4-8x slower than
-dequantising, which is itself ~2x slower than float), so loading expands by default: at
-this size int8 buys file size, not speed.
+memory) or expanded once to float (``expand_int8``: the float model, at its speed). An
+int8-resident Linear with per-row scales reads its int8 weight directly in a CPU decode step
+(``torch._weight_int8pack_mm``, bfloat16 activations); other inputs dequantise inside the
+matmul. Measured on a 2-core CPU (bench/results/decode.md), that reading makes the 10.7M
+shape decode 1.3-1.4x faster than float32, whose 43 MB of weights wait on memory, and the
+micro model 0.8x (its weights stay in cache): ``charlm.artifact`` picks by size.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ import torch.nn.functional as F
 from torch import nn
 
 QMAX = 127  # symmetric: -128 is never used, so negating a weight is exact
+# inputs of up to this many rows (decode steps) read an int8-resident weight as int8 on a CPU;
+# longer ones (prefills) dequantise it, which is faster for them
+PACKED_MAX_ROWS = 16
+# that kernel (torch 2.13) reads the input width in vector-sized blocks with no tail: widths
+# that are not a multiple of 16 crashed it here, so only multiples of 64 take it
+PACKED_WIDTH_MULTIPLE = 64
 
 
 def quantize(weight: torch.Tensor, group_size: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,6 +62,9 @@ class Int8Linear(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8))
         self.register_buffer("scale", torch.ones(out_features, groups))
+        # the per-row scales as the CPU int8 kernel takes them: derived (not saved), set at load
+        self.register_buffer("packed_scale", torch.ones(out_features, dtype=torch.bfloat16), persistent=False)
+        self.register_load_state_dict_post_hook(_set_packed_scale)
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     @property
@@ -64,10 +74,23 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
         if self.scale.shape[1] == 1:
-            # a per-row scale commutes with the matmul: scale the [..., out] result, not the weight
-            y = F.linear(x, self.qweight.to(x.dtype)) * self.scale[:, 0].to(x.dtype)
+            rows = x.numel() // self.in_features
+            if x.device.type == "cpu" and rows <= PACKED_MAX_ROWS and self.in_features % PACKED_WIDTH_MULTIPLE == 0:
+                # torch's CPU kernel for weight-only int8 takes bfloat16 activations (float32 ones
+                # run a slow generic loop): activations and result pass through bfloat16 (W8A16)
+                x16 = x.reshape(rows, self.in_features).to(torch.bfloat16)
+                y = torch._weight_int8pack_mm(x16, self.qweight, self.packed_scale).to(x.dtype)
+                y = y.view(*x.shape[:-1], self.out_features)
+            else:
+                # a per-row scale commutes with the matmul: scale the [..., out] result, not the weight
+                y = F.linear(x, self.qweight.to(x.dtype)) * self.scale[:, 0].to(x.dtype)
             return y if bias is None else y + bias
         return F.linear(x, self.weight.to(x.dtype), bias)
+
+
+def _set_packed_scale(layer: Int8Linear, incompatible_keys) -> None:
+    if layer.scale.shape[1] == 1:
+        layer.packed_scale.copy_(layer.scale[:, 0])
 
 
 class Int8Embedding(nn.Module):

@@ -22,7 +22,8 @@ class ModelRunner(Runner):
         self.model = model.eval()
         self.job = job
         self.max_len = model.max_len
-        weight = next(iter(model.state_dict().values()))
+        # the first float tensor: an int8-resident model starts with int8 weights (charlm.quantize)
+        weight = next(t for t in model.state_dict().values() if t.is_floating_point())
         self.device, self.dtype = weight.device, weight.dtype
         self.decode = model  # or its torch.compile'd copy: see compile()
 

@@ -1,17 +1,19 @@
-"""int8: quantisation error bounded by the scale, int8-resident == expanded, wrong metadata is a clear error."""
+"""int8: quantisation error bounded by the scale, int8-resident == expanded (bf16-close in decode
+steps, which read the int8 weight directly), wrong metadata is a clear error."""
 
 import json
 import struct
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from charlm.artifact import load_artifact
 from charlm.config import config_from_dict
 from charlm.errors import CharLMError
 from charlm.model import ByteLM
-from charlm.quantize import Int8Embedding, Int8Linear, dequantize, quantize
+from charlm.quantize import PACKED_MAX_ROWS, Int8Embedding, Int8Linear, dequantize, quantize
 
 
 @pytest.mark.parametrize("group_size", [0, 16])
@@ -130,3 +132,66 @@ def test_int8_linear_keeps_its_bias():
     int8.load_state_dict({"qweight": q, "scale": scale, "bias": linear.bias.detach()})
     x = torch.randn(3, 32)
     torch.testing.assert_close(int8(x), nn.functional.linear(x, dequantize(q, scale), linear.bias), atol=1e-5, rtol=0)
+
+
+def int8_linear(in_features, out_features, seed=0):
+    torch.manual_seed(seed)
+    layer = Int8Linear(in_features, out_features, bias=True, group_size=0)
+    q, scale = quantize(torch.randn(out_features, in_features) * 0.05)
+    layer.load_state_dict({"qweight": q, "scale": scale, "bias": torch.randn(out_features)})
+    return layer
+
+
+@pytest.mark.parametrize("rows", [1, 3, PACKED_MAX_ROWS])
+def test_int8_decode_matmul_reads_int8_with_bfloat16_precision(rows):
+    layer = int8_linear(128, 96)
+    x = torch.randn(1, rows, 128)
+    reference = F.linear(x, layer.weight, layer.bias)  # float32 throughout
+    with torch.no_grad():
+        y = layer(x)
+    assert y.shape == reference.shape and y.dtype == torch.float32
+    # the int8 kernel's activations and result are bfloat16 (8 significant bits): close, not equal
+    torch.testing.assert_close(y, reference, rtol=2e-2, atol=2e-2)
+    assert not torch.equal(y, reference)
+
+
+def test_int8_prefills_and_odd_widths_stay_float32():
+    for layer, x in [(int8_linear(128, 96), torch.randn(2, PACKED_MAX_ROWS, 128)), (int8_linear(40, 24), torch.randn(1, 1, 40))]:
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
+
+
+def test_auto_keeps_int8_resident_for_models_whose_float_matmuls_are_large(int8_file, monkeypatch):
+    import charlm.artifact
+
+    path, source = int8_file
+    matmul_bytes = 4 * sum(m.weight.numel() for m in source.modules() if isinstance(m, nn.Linear))
+
+    def int8_layers(threshold):
+        monkeypatch.setattr(charlm.artifact, "INT8_RESIDENT_MIN_BYTES", threshold)
+        model, _ = load_artifact(path)
+        return sum(isinstance(m, Int8Linear) for m in model.modules())
+
+    assert int8_layers(matmul_bytes + 1) == 0
+    assert int8_layers(matmul_bytes) == sum(isinstance(m, nn.Linear) for m in source.modules()) > 0
+
+
+def test_int8_resident_decode_steps_follow_the_float_model(tmp_path):
+    from charlm.builtin.export_formats import Int8Exporter
+    from charlm.builtin.exporters import Int8Options
+    from charlm.runners import ModelRunner
+
+    torch.manual_seed(0)
+    job = config_from_dict({"seq_len": 32, "max_steps": 1, "model": {"d_model": 64, "n_layer": 2, "n_head": 2, "zero_init_projections": False}})
+    Int8Exporter(Int8Options()).export(ByteLM(job.model, max_len=job.seq_len).eval(), job, tmp_path / "m.int8")
+    runners = [ModelRunner(*load_artifact(tmp_path / "m.int8", resident=r)) for r in ("int8", "float")]
+    prompt, token = torch.randint(0, 256, (2, 12)), torch.randint(0, 256, (2,))
+    (resident, _), (expanded, _) = [r.start(prompt) for r in runners]
+    torch.testing.assert_close(resident, expanded, atol=1e-4, rtol=1e-4)  # a prefill of 24 rows: float32
+    states = [r.start(prompt)[1] for r in runners]
+    assert states[0][0][0].k.dtype == torch.float32  # the KV cache is kept in the activations' dtype
+    for _ in range(4):  # decode steps: 2 rows, the int8 kernel's bfloat16 activations
+        (resident, states[0]), (expanded, states[1]) = [r.step(token, s) for r, s in zip(runners, states)]
+        torch.testing.assert_close(resident, expanded, atol=5e-3, rtol=5e-3)
+        assert not torch.equal(resident, expanded)
+        token = expanded.argmax(-1)
