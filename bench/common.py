@@ -1,8 +1,11 @@
-"""What the benchmarks share: the micro job (charlm/recipes/micro.toml) and the ``--threads`` flag."""
+"""What the benchmarks share: the micro job (charlm/recipes/micro.toml), the ``--threads`` flag
+and the CPU's description."""
 
 from __future__ import annotations
 
 import argparse
+import platform
+from pathlib import Path
 
 from charlm.config import JobConfig, load_config
 from charlm.recipes import find_recipes
@@ -39,3 +42,15 @@ def use_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def cpu_description() -> str:
+    """The CPU's model name and whether it has bf16 units (what ``precision = "auto"`` and
+    Muon's iterations depend on), e.g. "AMD EPYC (no bf16 units)"; on Linux from /proc/cpuinfo."""
+    info = Path("/proc/cpuinfo")
+    fields = dict(line.split(":", 1) for line in info.read_text().splitlines() if ":" in line) if info.exists() else {}
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    units = [flag for flag in ("amx_bf16", "avx512_bf16") if flag in flags]
+    return f"{name} ({', '.join(units) if units else 'no bf16 units'})" if fields else name

@@ -28,6 +28,8 @@ import time
 import tomllib
 from pathlib import Path
 
+from common import cpu_description  # bench/ is on sys.path when run as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "five_minute_trials.jsonl"
 
@@ -89,6 +91,7 @@ def main() -> int:
         "wall_s": round(time.time() - started, 1),
         "load_before": round(load, 2),
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        "cpu": cpu_description(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     print(json.dumps(trial))

@@ -9,7 +9,7 @@ and learning rates are the same; its state is sharded with the parameters.
 
 Muon is the one exception to "elementwise on shards": Newton-Schulz orthogonalises the whole
 update matrix, so ``GatheredMuon`` gathers each update, orthogonalises it exactly as
-``torch.optim.Muon`` does on one process, and keeps this rank's rows.
+``Muon`` does on one process, and keeps this rank's rows.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
-from torch.optim._muon import _adjust_lr, _zeropower_via_newtonschulz
 
+from charlm.builtin.muon import Muon
 from charlm.model import ByteLM
 from charlm.registry import get_registry
 
@@ -45,32 +45,23 @@ def torch_optimizers(optimizer) -> list[torch.optim.Optimizer]:
     return list(optimizer.optimizers.values())
 
 
-class GatheredMuon(torch.optim.Muon):
-    """``torch.optim.Muon`` for DTensor parameters: momentum on the shards, Newton-Schulz on the
-    gathered matrix (on sharded rows it would not be an orthogonalisation), this rank's rows back."""
+class GatheredMuon(Muon):
+    """``Muon`` for DTensor parameters: momentum on the shards, Newton-Schulz on the gathered
+    matrix (on sharded rows it would not be an orthogonalisation), this rank's rows back."""
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        assert closure is None, "charlm never passes a closure"
-        for group in self.param_groups:
-            params, grads, buffers = [], [], []
-            self._init_group(group, params, grads, buffers)
-            for param, grad, buffer in zip(params, grads, buffers):
-                buffer.lerp_(grad, 1 - group["momentum"])
-                update = grad.lerp(buffer, group["momentum"]) if group["nesterov"] else buffer
-                full = update.full_tensor() if isinstance(update, DTensor) else update
-                ortho = _zeropower_via_newtonschulz(full, group["ns_coefficients"], group["ns_steps"], group["eps"])
-                if isinstance(update, DTensor):  # every rank holds the same matrix: keep our rows, no traffic
-                    ortho = distribute_tensor(ortho, update.device_mesh, update.placements, src_data_rank=None)
-                param.mul_(1 - group["lr"] * group["weight_decay"])
-                param.add_(ortho, alpha=-_adjust_lr(group["lr"], group["adjust_lr_fn"], param.shape))
+    def orthogonalize(self, update: torch.Tensor, group: dict) -> torch.Tensor:
+        if not isinstance(update, DTensor):
+            return super().orthogonalize(update, group)
+        ortho = super().orthogonalize(update.full_tensor(), group)
+        # every rank holds the same matrix: keep our rows, no traffic
+        return distribute_tensor(ortho, update.device_mesh, update.placements, src_data_rank=None)
 
 
 def shard_optimizer(optimizer) -> None:
     """Make ``optimizer`` (built on a sharded model) correct for DTensors: Muon gathers its updates."""
     for inner in torch_optimizers(optimizer):
-        if type(inner) is torch.optim.Muon:
-            inner.__class__ = GatheredMuon  # same state and groups, only the step differs
+        if type(inner) is Muon:
+            inner.__class__ = GatheredMuon  # same state and groups, only the orthogonalisation differs
 
 
 def local(tensor: torch.Tensor) -> torch.Tensor:

@@ -15,8 +15,9 @@ from charlm.checkpoint import load_checkpoint, save_checkpoint
 FSDP_JOB = {"optimizer.kind": "muon", "model.ngram_buckets": "[64, 64]", "distributed.strategy": "fsdp"}
 ADAMW_JOB = {**FSDP_JOB, "optimizer.kind": "adamw", "max_steps": 4, "checkpoint.every": 0}
 DCP_STEP_4 = "checkpoints/step-000004.dcp"
-# torch.optim.Muon orthogonalises in bf16: the sharded gradient norm (clipping), equal to 1e-7,
-# flips bf16 roundings, and Muon runs agree to about 3e-5 (AdamW runs to 1e-5, as DDP's)
+# Muon orthogonalises in bf16 on a CPU with bf16 units: the sharded gradient norm (clipping),
+# equal to 1e-7, flips bf16 roundings, and Muon runs agree to about 3e-5 (AdamW runs to 1e-5,
+# as DDP's; fp32 iterations, elsewhere, agree closer)
 MUON_TOL = 1e-4
 
 

@@ -96,3 +96,52 @@ def test_lazy_adam_follows_sparse_adam():
             opt.zero_grad()
     torch.testing.assert_close(tables[1].weight, tables[0].weight)
     assert not torch.equal(tables[1].weight, start)
+
+
+@pytest.mark.parametrize("shape", [(48, 32), (32, 48)])
+def test_newton_schulz_in_bf16_is_torch_muons_and_fp32_agrees(shape):
+    from torch.optim._muon import DEFAULT_A, DEFAULT_B, DEFAULT_C, EPS, _zeropower_via_newtonschulz
+
+    from charlm.builtin.muon import newton_schulz
+
+    update = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    coefficients = (DEFAULT_A, DEFAULT_B, DEFAULT_C)
+    ours = newton_schulz(update, coefficients, 5, EPS, torch.bfloat16)
+    assert torch.equal(ours, _zeropower_via_newtonschulz(update, coefficients, 5, EPS))
+    fp32 = newton_schulz(update, coefficients, 5, EPS, torch.float32)
+    assert fp32.dtype == torch.float32 and fp32.shape == shape
+    assert torch.allclose(fp32, ours.float(), atol=3e-2)
+    # roughly orthogonal rows or columns: singular values near 1 (the quintic keeps them in ~[0.7, 1.2])
+    assert torch.linalg.svdvals(fp32).min() > 0.5 and torch.linalg.svdvals(fp32).max() < 1.3
+
+
+def test_muon_iterates_in_bf16_only_where_the_cpu_multiplies_it_natively(monkeypatch):
+    from charlm.builtin.muon import iteration_dtype
+
+    for amx, avx512_bf16, expected in [(False, False, torch.float32), (True, False, torch.bfloat16), (False, True, torch.bfloat16)]:
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda avx=avx512_bf16: avx)
+        assert iteration_dtype(torch.device("cpu")) == expected
+        assert build("muon")[1].muon.iteration_dtype == expected
+
+
+def test_muon_steps_as_torch_muon_in_bf16_and_closely_in_fp32():
+    torch.manual_seed(0)
+    bf16 = build("muon")[1].muon
+    torch.manual_seed(0)
+    fp32 = build("muon")[1].muon
+    bf16.iteration_dtype, fp32.iteration_dtype = torch.bfloat16, torch.float32
+    start = [p.detach().clone() for p in bf16.param_groups[0]["params"]]
+    reference = torch.optim.Muon([s.clone().requires_grad_() for s in start], lr=0.02, weight_decay=0.0)
+    optimizers = (bf16, fp32, reference)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        for i, shape in enumerate(s.shape for s in start):
+            grad = torch.randn(shape, generator=generator)
+            for opt in optimizers:
+                opt.param_groups[0]["params"][i].grad = grad.clone()
+        for opt in optimizers:
+            opt.step()
+    for p, q, r, s in zip(*(opt.param_groups[0]["params"] for opt in optimizers), start):
+        assert torch.equal(p, r)  # bf16 iterations: torch's Muon bit for bit
+        assert 0 < (q - p).abs().max() < 0.1 * (p - s).abs().max()  # fp32: the same steps, rounded less

@@ -16,6 +16,7 @@ import torch
 from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
 from charlm.builtin.lazy_adam import LazyAdam
+from charlm.builtin.muon import Muon
 from charlm.builtin.optimizers import AdamWConfig, MuonConfig
 
 
@@ -117,7 +118,7 @@ def muon(cfg: MuonConfig, *, model: torch.nn.Module):
     hidden = [p for n, p in named if n.startswith("blocks.") and p.ndim == 2 and n not in no_decay]
     hidden_ids = {id(p) for p in hidden}
     rest, lazy = _split_lazy_ngram([(n, p) for n, p in named if id(p) not in hidden_ids], model, cfg.adamw)
-    muon_opt = torch.optim.Muon(
+    muon_opt = Muon(
         [{"params": hidden, "base_lr": cfg.lr}],
         lr=cfg.lr,
         momentum=cfg.momentum,
