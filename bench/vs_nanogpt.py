@@ -183,6 +183,9 @@ def main() -> None:
         sys.exit(f"no such text file: {text}")
     if args.steps <= args.skip:
         sys.exit(f"--steps must be more than --skip ({args.skip})")
+    # nanoGPT's sample.py imports tiktoken (for GPT-2 checkpoints) even for character models
+    if subprocess.run([args.python, "-c", "import tiktoken"], capture_output=True).returncode != 0:
+        sys.exit(f"nanoGPT's sample.py needs tiktoken, which {args.python} cannot import: pip install tiktoken")
 
     with tempfile.TemporaryDirectory(prefix="vs_nanogpt_") as scratch:
         work = Path(scratch)
