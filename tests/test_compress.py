@@ -140,7 +140,7 @@ def test_cli_round_trip_in_a_subprocess(tmp_path, checkpoint):
 
 def test_cli_failures_are_one_line_and_leave_no_output(tmp_path, checkpoint, job, capsys):
     source = tmp_path / "in.txt"
-    source.write_bytes(english(2000))
+    source.write_bytes(english(500))
     packed = tmp_path / "in.cz"
     assert main(["compress", str(source), str(packed), "--checkpoint", str(checkpoint), "--no-adapt", "--window", "16"]) == 0
     other = tmp_path / "other.pt"
