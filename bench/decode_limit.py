@@ -13,9 +13,10 @@ Weights are random (speed does not depend on them). Each figure is the best of `
 repetitions in one process (a repetition's floor and step are means over the same number of
 steps): the best is the least disturbed by other work on a shared machine.
 
-``--compile`` also times the ``torch.compile``d decode step (``charlm generate --compile``):
-its B/s, the compile time, and the bytes after which compiling pays back (compile seconds /
-seconds saved per byte). ``--int8`` adds each shape exported int8 and loaded int8-resident
+``--compile`` also times the compiled decode step (``charlm generate --compile``: the static
+step of ``charlm.static_decode``, AOT-compiled, where it runs the model, else ``torch.compile``):
+its step time, B/s, the compile time, and the bytes after which compiling pays back (compile
+seconds / seconds saved per byte). ``--int8`` adds each shape exported int8 and loaded int8-resident
 (rows "micro int8", "10.7M int8"): its decode steps read the int8 weights, 4x fewer bytes.
 
     python bench/decode_limit.py [--threads 1 2] [--reps 5] [--new 512] [--compile] [--int8]
@@ -166,8 +167,8 @@ def main() -> None:
     units = f"{'':<25} {'MB':>9} {'GB/s':>8} {'B/s':>7}" + f" {'ms':>7}" * 3 + f" {'/byte':>5} {'B/s':>7}"
     print(f"torch {torch.__version__}; best of {args.reps} alternating reps; decode: {args.new} bytes, temperature 1\n")
     if args.compile:
-        header += f" {'compiled':>8} {'compile':>7} {'pays after':>10}"
-        units += f" {'B/s':>8} {'s':>7} {'bytes':>10}"
+        header += f" {'c.step':>7} {'compiled':>8} {'c.vs lim':>8} {'compile':>7} {'pays after':>10}"
+        units += f" {'ms':>7} {'B/s':>8} {'':>8} {'s':>7} {'bytes':>10}"
     print(header + "\n" + units + "\n" + "-" * len(header))
     for threads in args.threads:
         torch.set_num_threads(threads)
@@ -185,6 +186,7 @@ def main() -> None:
                 b["step"] = min(b["step"], step_time(runner, steps))
                 b["rate"] = max(b["rate"], decode_rate(runner, args.new, Window(job.seq_len)))
                 if name in compiled:
+                    b["c_step"] = min(b.get("c_step", 1e9), step_time(compiled[name][0], steps))
                     b["compiled"] = max(b["compiled"], decode_rate(compiled[name][0], args.new, Window(job.seq_len)))
         for name, (job, model) in models.items():
             b = best[name]
@@ -200,12 +202,17 @@ def main() -> None:
             if name in compiled:
                 compile_s, saved = compiled[name][1], 1 / b["rate"] - 1 / b["compiled"]
                 pays = f"{compile_s / saved:>10,.0f}" if saved > 0 else f"{'never':>10}"
-                row += f" {b['compiled']:>8,.0f} {compile_s:>7.1f} {pays}"
+                row += f" {1e3 * b['c_step']:>7.2f} {b['compiled']:>8,.0f} {b['compiled'] / limit:>7.2f}x {compile_s:>7.1f} {pays}"
             print(row, flush=True)
     print(
         "\nread/step: matmul weights + full KV cache; limit = DRAM / read; floor: the same matmuls alone;"
         "\noverhd = step - floor; ops: top-level torch ops per sampled byte; decode: end-to-end cached sampling; vs limit = decode / limit."
-        + ("\ncompiled: decode with a compiled step; pays after: compile s / (1/decode - 1/compiled)." if args.compile else "")
+        + (
+            "\nc.step, compiled: the compiled step and decode with it (c.vs lim: compiled / limit);"
+            " pays after: compile s / (1/decode - 1/compiled)."
+            if args.compile
+            else ""
+        )
     )
 
 

@@ -302,9 +302,10 @@ class LanguageModel:
         return texts if len(texts) > 1 else texts[0]
 
 
-# bench/generate_speed.py on a 2-core CPU (micro model): a compiled decode step saved
-# 0.3-0.5 ms per byte (1.3-1.5x) but took 30-60 s to compile, so it pays only on long runs.
-COMPILE_MIN_STEPS = 100_000
+# bench/decode_limit.py --compile on a 2-core AVX2 CPU: the AOT-compiled static step
+# (charlm.static_decode) took 25-42 s to build and saved ~1.8 ms per byte at micro, ~3.7 ms at
+# 10.7M, so it pays back after 8,000-24,000 bytes.
+COMPILE_MIN_STEPS = 20_000
 
 
 def should_compile(max_new: int) -> bool:

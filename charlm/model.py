@@ -89,12 +89,16 @@ class ByteLM(nn.Module):
                 new_states.append(state)
         if new_states is not None and self.ngram is not None:
             new_states.append(self.ngram.next_state(states[-1], idx))
+        return self.logits(x), new_states
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits [B, T, 256] (float32) of the last block's output ``x``."""
         x = self.norm(x)
         logits = self.head(x) if self.head is not None else x @ self.embed.weight.t()
         if self.cfg.logit_softcap > 0:
             # tanh soft-cap (Gemma 2): logits stay in (-cap, cap), so no byte gets overconfident
             logits = self.cfg.logit_softcap * torch.tanh(logits / self.cfg.logit_softcap)
-        return logits.float(), new_states
+        return logits.float()
 
     def init_states(self, batch: int, max_len: int, device, dtype) -> list:
         """Empty states for ``batch`` sequences of up to ``max_len`` bytes: one per block, then

@@ -9,10 +9,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import nn
 
 from charlm.interfaces import Runner
+from charlm.static_decode import CompiledDecodeStep, static_step_support
 
 
 class ModelRunner(Runner):
@@ -26,6 +29,7 @@ class ModelRunner(Runner):
         weight = next(t for t in model.state_dict().values() if t.is_floating_point())
         self.device, self.dtype = weight.device, weight.dtype
         self.decode = model  # or its torch.compile'd copy: see compile()
+        self.static_steps: dict[int, CompiledDecodeStep | None] | None = None  # per batch size, once compiled
 
     @property
     def max_context(self) -> int | None:
@@ -44,13 +48,46 @@ class ModelRunner(Runner):
     @torch.inference_mode()
     def step(self, token: torch.Tensor, state):
         states, pos = state
+        static = self._static_step(token.shape[0]) if self.static_steps is not None else None
+        if static is not None and pos < self.max_len and states[0].length == pos:
+            return self._step_static(static, token, states, pos)
         logits, states = self.decode(token.view(-1, 1).to(self.device), pos, states)
         return logits[:, -1], (states, pos + 1)
 
     def compile(self) -> None:
-        # only the one-byte step: prefills vary in length and run once per window
-        if self.decode is self.model:
+        """Compile the one-byte step (prefills vary in length and run once per window): ahead of
+        time where ``StaticDecodeStep`` runs the model (charlm.static_decode), else with
+        ``torch.compile``."""
+        if self.decode is not self.model or self.static_steps is not None:
+            return
+        if static_step_support(self.model, self.device) is None:
+            self.static_steps = {}
+        else:
             self.decode = torch.compile(self.model, dynamic=True)
+
+    def _static_step(self, batch: int) -> CompiledDecodeStep | None:
+        """The compiled static step for ``batch`` sequences: built at the first step of that
+        batch size; None (eager steps) where building it failed."""
+        if batch not in self.static_steps:
+            try:
+                self.static_steps[batch] = CompiledDecodeStep(self.model, batch, self.max_len)
+            except Exception as e:  # no C++ compiler, an op AOTInductor lacks: decode eagerly
+                reason = (str(e).strip().splitlines() or [""])[0][:200]  # a compiler's error runs to pages
+                print(
+                    f"warning: compiling the decode step failed ({type(e).__name__}: {reason}); decoding without it",
+                    file=sys.stderr,
+                )
+                self.static_steps[batch] = None
+        return self.static_steps[batch]
+
+    def _step_static(self, static: CompiledDecodeStep, token: torch.Tensor, states: list, pos: int):
+        blocks = len(self.model.blocks)
+        caches = states[:blocks]
+        before = states[-1] if self.model.ngram is not None else static.no_ngram_state
+        logits, before = static(token.view(-1, 1), torch.tensor(pos), before, [c.k for c in caches], [c.v for c in caches])
+        for cache in caches:
+            cache.length += 1
+        return logits, (caches + [before] if self.model.ngram is not None else caches, pos + 1)
 
 
 class SequenceRunner(Runner):

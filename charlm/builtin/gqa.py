@@ -57,13 +57,7 @@ class GroupedQueryAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, pos: int, cache: KVCache | None) -> tuple[torch.Tensor, KVCache | None]:
         batch, length, _ = x.shape
-        qk_heads = self.n_head + self.n_kv_head
-        qkv = self.qkv(x).view(batch, length, qk_heads + self.n_kv_head, self.head_dim)
-        qk, v = qkv[:, :, :qk_heads], qkv[:, :, qk_heads:]
-        if self.qk_norm:  # queries and keys in one call: a decode step is a few small ops per layer
-            qk = F.rms_norm(qk, (self.head_dim,))
-        q, k = qk.split([self.n_head, self.n_kv_head], dim=2)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        q, k, v = self.heads(x)
         q, k = self.rotate(q, k, pos)
 
         past = 0
@@ -81,6 +75,17 @@ class GroupedQueryAttention(nn.Module):
         y = _attend(q, k, v, mask, is_causal, enable_gqa=self.n_kv_head != self.n_head)
         y = y.transpose(1, 2).reshape(batch, length, self.n_head * self.head_dim)
         return self.out(y), cache
+
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values [B, H, T, D] of ``x`` [B, T, d_model], not yet rotated."""
+        batch, length, _ = x.shape
+        qk_heads = self.n_head + self.n_kv_head
+        qkv = self.qkv(x).view(batch, length, qk_heads + self.n_kv_head, self.head_dim)
+        qk, v = qkv[:, :, :qk_heads], qkv[:, :, qk_heads:]
+        if self.qk_norm:  # queries and keys in one call: a decode step is a few small ops per layer
+            qk = F.rms_norm(qk, (self.head_dim,))
+        q, k = qk.split([self.n_head, self.n_kv_head], dim=2)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
     def init_state(self, batch: int, max_len: int, device, dtype) -> KVCache:
         return KVCache(batch, self.n_kv_head, max_len, self.head_dim, device, dtype)

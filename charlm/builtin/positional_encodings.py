@@ -43,10 +43,10 @@ class Rotary(nn.Module):
             cos, sin = self.cos[pos : pos + length], self.sin[pos : pos + length]
         else:  # past the trained context (long prompts, extrapolation): compute on demand
             cos, sin = self._tables(pos, length)
-        return _rotate_half_split(q, cos, sin), _rotate_half_split(k, cos, sin)
+        return rotate_half_split(q, cos, sin), rotate_half_split(k, cos, sin)
 
 
-def _rotate_half_split(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def rotate_half_split(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """(x1 cos - x2 sin, x2 cos + x1 sin) for the halves x1, x2 of ``x``, bit for bit, in half
     the ops (a decode step is dominated by op count): ``sin`` holds (-sin, sin), and
     x1 cos + x2 (-sin) rounds exactly as x1 cos - x2 sin."""

@@ -46,7 +46,8 @@ def add_parser(sub):
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="torch.compile the decode step (default: when generating enough bytes to pay back the compile)",
+        help="compile the decode step: ahead of time (AOTInductor) for the built-in transformer, else torch.compile"
+        " (default: when generating enough bytes to pay back the compile, 20,000)",
     )
     parser.add_argument("--device", default="auto", help='"auto" (default), "cpu", "cuda", "cuda:N", "mps"')
     parser.set_defaults(func=run_generate)
