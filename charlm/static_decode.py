@@ -111,4 +111,6 @@ class CompiledDecodeStep:
             self._run = torch._inductor.aoti_load_package(package)
 
     def __call__(self, token, pos, before, keys, values):
-        return self._run(token, pos, before, keys, values)
+        # the program reads its inputs with the example's (contiguous) strides and does not check
+        # them: the n-gram state from a prefill is a slice of a wider tensor
+        return self._run(token.contiguous(), pos, before.contiguous(), keys, values)

@@ -21,16 +21,17 @@ def random_model(seq_len: int, **options) -> ByteLM:
     return model
 
 
-def sampled(runner: ModelRunner, window: int, new: int) -> list[int]:
+def sampled(runner: ModelRunner, window: int, new: int, samples: int = 1) -> list[list[int]]:
     generator = torch.Generator().manual_seed(5)
-    tokens = sample_tokens(runner, b"to be", new, build_sampler(temperature=1.0), Window(window), generator)
-    return [t.item() for t in tokens]
+    tokens = sample_tokens(runner, b"to be", new, build_sampler(temperature=1.0), Window(window), generator, samples)
+    return [t.tolist() for t in tokens]
 
 
 def test_the_static_step_samples_what_the_model_samples_across_windows():
     """Every kind of input the step handles (n-gram state, grouped rotary heads with
     normalised queries and keys, soft-capped untied head) and re-windows (prefills that
-    the model's forward writes into the caches the step then reads)."""
+    the model's forward writes into the caches the step then reads), for a batch of two
+    (a prefill's n-gram state is a strided slice, which the program must not misread)."""
     model = random_model(
         24,
         n_head=4,
@@ -44,14 +45,14 @@ def test_the_static_step_samples_what_the_model_samples_across_windows():
     compiled.compile()
     assert compiled.decode is model  # the static step, not torch.compile
 
-    expected = sampled(eager, 24, 70)
-    assert sampled(compiled, 24, 70) == expected  # 70 bytes through a 24-byte window: several re-encodes
-    assert set(compiled.static_steps) == {1}  # one program, built at the first step
+    expected = sampled(eager, 24, 70, samples=2)
+    assert sampled(compiled, 24, 70, samples=2) == expected  # 70 bytes through a 24-byte window: several re-encodes
+    assert set(compiled.static_steps) == {2}  # one program, built at the first step
 
-    logits_eager, state_eager = eager.start(torch.tensor([[1, 2, 3]]))
-    logits, state = compiled.start(torch.tensor([[1, 2, 3]]))
+    logits_eager, state_eager = eager.start(torch.tensor([[1, 2, 3], [4, 5, 6]]))
+    logits, state = compiled.start(torch.tensor([[1, 2, 3], [4, 5, 6]]))
     for byte in range(10):
-        token = torch.tensor([byte * 25])
+        token = torch.tensor([byte * 25, 255 - byte])
         logits_eager, state_eager = eager.step(token, state_eager)
         logits, state = compiled.step(token, state)
         torch.testing.assert_close(logits, logits_eager, rtol=1e-5, atol=1e-5)
