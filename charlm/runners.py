@@ -48,9 +48,9 @@ class ModelRunner(Runner):
     @torch.inference_mode()
     def step(self, token: torch.Tensor, state):
         states, pos = state
-        static = self._static_step(token.shape[0]) if self.static_steps is not None else None
-        if static is not None and pos < self.max_len and states[0].length == pos:
-            return self._step_static(static, token, states, pos)
+        compiled = self._compiled_step(token.shape[0]) if self.static_steps is not None else None
+        if compiled is not None and pos < self.max_len and states[0].length == pos:
+            return self._step_compiled(compiled, token, states, pos)
         logits, states = self.decode(token.view(-1, 1).to(self.device), pos, states)
         return logits[:, -1], (states, pos + 1)
 
@@ -65,7 +65,7 @@ class ModelRunner(Runner):
         else:
             self.decode = torch.compile(self.model, dynamic=True)
 
-    def _static_step(self, batch: int) -> CompiledDecodeStep | None:
+    def _compiled_step(self, batch: int) -> CompiledDecodeStep | None:
         """The compiled static step for ``batch`` sequences: built at the first step of that
         batch size; None (eager steps) where building it failed."""
         if batch not in self.static_steps:
@@ -80,11 +80,11 @@ class ModelRunner(Runner):
                 self.static_steps[batch] = None
         return self.static_steps[batch]
 
-    def _step_static(self, static: CompiledDecodeStep, token: torch.Tensor, states: list, pos: int):
+    def _step_compiled(self, compiled: CompiledDecodeStep, token: torch.Tensor, states: list, pos: int):
         blocks = len(self.model.blocks)
         caches = states[:blocks]
-        before = states[-1] if self.model.ngram is not None else static.no_ngram_state
-        logits, before = static(token.view(-1, 1), torch.tensor(pos), before, [c.k for c in caches], [c.v for c in caches])
+        before = states[-1] if self.model.ngram is not None else compiled.no_ngram_state
+        logits, before = compiled(token.view(-1, 1), torch.tensor(pos), before, [c.k for c in caches], [c.v for c in caches])
         for cache in caches:
             cache.length += 1
         return logits, (caches + [before] if self.model.ngram is not None else caches, pos + 1)
