@@ -84,7 +84,7 @@ class ModelRunner(Runner):
         blocks = len(self.model.blocks)
         caches = states[:blocks]
         before = states[-1] if self.model.ngram is not None else compiled.no_ngram_state
-        logits, before = compiled(token.view(-1, 1), torch.tensor(pos), before, [c.k for c in caches], [c.v for c in caches])
+        logits, before = compiled(token.view(-1, 1), compiled.positions[pos], before, [c.k for c in caches], [c.v for c in caches])
         for cache in caches:
             cache.length += 1
         return logits, (caches + [before] if self.model.ngram is not None else caches, pos + 1)

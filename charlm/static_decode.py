@@ -98,6 +98,7 @@ class CompiledDecodeStep:
         states = model.init_states(batch, capacity, torch.device("cpu"), torch.float32)
         keys, values = [s.k for s in states[: len(model.blocks)]], [s.v for s in states[: len(model.blocks)]]
         self.no_ngram_state = torch.zeros(batch, 0, dtype=torch.long)  # ``before`` of a model without n-grams
+        self.positions = [torch.tensor(pos) for pos in range(capacity)]  # ``pos`` of each step, made once
         before = states[-1] if model.ngram is not None else self.no_ngram_state
         example = (torch.zeros(batch, 1, dtype=torch.long), torch.tensor(0), before, keys, values)
         self._dir = tempfile.TemporaryDirectory(prefix="charlm-decode-")
@@ -108,9 +109,12 @@ class CompiledDecodeStep:
             package = torch._inductor.aoti_compile_and_package(
                 program, package_path=str(Path(self._dir.name) / "step.pt2"), inductor_configs=INDUCTOR_OPTIONS
             )
-            self._run = torch._inductor.aoti_load_package(package)
+            # the loader itself, not the package's callable: that one re-parses the input and
+            # output specs from JSON at every call, about 40 % of a micro step
+            self._run = torch._inductor.aoti_load_package(package).loader
 
     def __call__(self, token, pos, before, keys, values):
         # the program reads its inputs with the example's (contiguous) strides and does not check
         # them: the n-gram state from a prefill is a slice of a wider tensor
-        return self._run(token.contiguous(), pos, before.contiguous(), keys, values)
+        logits, before = self._run.run([token.contiguous(), pos, before.contiguous(), *keys, *values])
+        return logits, before
