@@ -134,6 +134,7 @@ def sample_tokens(
         return runner.start(seq) if cache else (runner.logits(seq)[:, -1], None)
 
     logits, state = encode(seq)
+    since = []  # the bytes sampled after ``seq``: joined to it only when it is re-encoded
     for i in range(max_new):
         token = sampler(logits.float(), generator)
         yield token
@@ -142,9 +143,11 @@ def sample_tokens(
         if cache and window.size is None:  # a fixed-size state: no window to keep or move
             logits, state = runner.step(token, state)
             continue
-        full = window.size is not None and seq.size(1) == window.size
-        seq = window.fit(torch.cat([seq, token[:, None].to(seq.device)], dim=1))
+        full = window.size is not None and seq.size(1) + len(since) == window.size
+        since.append(token)
         if full or not cache:  # the window moved (or there is no cache): re-encode what it keeps
+            seq = window.fit(torch.cat([seq, torch.stack(since, dim=1).to(seq.device)], dim=1))
+            since = []
             logits, state = encode(seq)
         else:
             logits, state = runner.step(token, state)
