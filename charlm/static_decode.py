@@ -100,7 +100,7 @@ class CompiledDecodeStep:
         self.no_ngram_state = torch.zeros(batch, 0, dtype=torch.long)  # ``before`` of a model without n-grams
         self.positions = [torch.tensor(pos) for pos in range(capacity)]  # ``pos`` of each step, made once
         before = states[-1] if model.ngram is not None else self.no_ngram_state
-        example = (torch.zeros(batch, 1, dtype=torch.long), torch.tensor(0), before, keys, values)
+        example = (torch.zeros(batch, 1, dtype=torch.long), self.positions[0], before, keys, values)
         self._dir = tempfile.TemporaryDirectory(prefix="charlm-decode-")
         # torch's own deprecation warnings from inside export and inductor: nothing a user can act on
         with torch.no_grad(), warnings.catch_warnings():
@@ -109,8 +109,9 @@ class CompiledDecodeStep:
             package = torch._inductor.aoti_compile_and_package(
                 program, package_path=str(Path(self._dir.name) / "step.pt2"), inductor_configs=INDUCTOR_OPTIONS
             )
-            # the loader itself, not the package's callable: that one re-parses the input and
-            # output specs from JSON at every call, about 40 % of a micro step
+            # the loader itself, called with forward's arguments flattened in order, not the
+            # package's callable: that one re-parses the input and output specs from JSON at
+            # every call, about 40 % of a micro step
             self._run = torch._inductor.aoti_load_package(package).loader
 
     def __call__(self, token, pos, before, keys, values):
