@@ -126,7 +126,7 @@ def test_bad_files_are_refused(lm):
 
 def test_cli_round_trip_in_a_subprocess(tmp_path, checkpoint):
     source = tmp_path / "in.txt"
-    source.write_bytes(english(2000))
+    source.write_bytes(english(5000))
     packed, restored = tmp_path / "in.cz", tmp_path / "out.txt"
     run = [sys.executable, "-m", "charlm"]
     done = subprocess.run([*run, "compress", source, packed, "--checkpoint", checkpoint, "--adapt", "window=16",
