@@ -66,11 +66,11 @@ def test_round_trip(lm, name, coding):
     assert decompress(lm, blob, MODEL_SHA) == data
 
 
-@pytest.mark.parametrize("adapt", [None, AdaptOptions(lr=1e-2, window=32)], ids=["static", "adaptive"])
-def test_round_trip_one_megabyte(lm, adapt):
-    """1 MiB in 256 rows (fewer rows: minutes per side for this tiny model on 2 shared cores)."""
+def test_round_trip_one_megabyte_adaptive(lm):
+    """1 MiB in 256 rows (fewer rows: minutes per side for this tiny model on 2 shared cores). Adaptive only:
+    the static coder runs the same rows without the updates, and test_round_trip covers it (37 s less here)."""
     data = english(1 << 20)
-    blob = compress(lm, data, MODEL_SHA, adapt, window=32, segments=256)
+    blob = compress(lm, data, MODEL_SHA, AdaptOptions(lr=1e-2, window=32), window=32, segments=256)
     assert decompress(lm, blob, MODEL_SHA) == data
 
 
