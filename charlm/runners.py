@@ -41,6 +41,8 @@ class ModelRunner(Runner):
 
     @torch.inference_mode()
     def start(self, idx: torch.Tensor):
+        if self.static_steps is not None:  # build the compiled step before the first byte, not between bytes
+            self._compiled_step(idx.shape[0])
         states = self.model.init_states(idx.shape[0], self.max_len, self.device, self.dtype)
         logits, states = self.model(idx.to(self.device), 0, states)
         return logits[:, -1], (states, idx.shape[1])

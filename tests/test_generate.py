@@ -2,6 +2,7 @@
 from-scratch reference, sampling is seeded, and the command handles bytes faithfully."""
 
 import io
+import re
 
 import pytest
 import torch
@@ -216,6 +217,23 @@ def test_cli_streams_prompt_and_continuation(checkpoint, lm):
                                "--max-new", "40", "--stop", "lazy", "--no-echo", "--num-samples", "2", "--device", "cpu", binary=True)
     sample = greedy(lm, "the", 40, stop=["lazy"])
     assert code == 0 and out.decode() == f"--- sample 1 ---\n{sample}\n--- sample 2 ---\n{sample}\n"
+
+
+def test_cli_timings_go_to_stderr_and_count_the_new_bytes(checkpoint, lm):
+    args = ["generate", "--checkpoint", str(checkpoint), "--prompt", "the", "--temperature", "0", "--device", "cpu"]
+    code, out, err = charlm_main(*args, "--max-new", "25", "--timings", binary=True)
+    assert code == 0 and out.decode() == "the" + greedy(lm, "the", 25) + "\n"  # stdout as without the flag
+    line = re.fullmatch(
+        r"timings: load [\d.]+ s, 25 new bytes in ([\d.]+) s, the first after ([\d.]+) s"
+        r" \(the prompt's prefill\), then ([\d,.]+) bytes/s\n",
+        err,
+    )
+    assert line, err
+    total, first, rate = float(line[1]), float(line[2]), float(line[3].replace(",", ""))
+    assert first < total and rate == pytest.approx(24 / (total - first), rel=0.02)
+    code, _, err = charlm_main(*args, "--max-new", "20", "--num-samples", "3", "--timings", "--no-echo", binary=True)
+    assert code == 0 and ", 60 new bytes in " in err
+    assert charlm_main(*args, "--max-new", "5", binary=True)[2] == ""
 
 
 def test_cli_invalid_utf8_prompt_file(checkpoint, tmp_path):

@@ -7,6 +7,7 @@ order (``--sampler top_k:k=40 --sampler temperature:value=0.8``), or the shortcu
 
 import argparse
 import sys
+import time
 
 from charlm.generate_options import POLICIES, SHORTCUTS
 
@@ -50,6 +51,11 @@ def add_parser(sub):
         " (default: when generating enough bytes to pay back the compile, 20,000)",
     )
     parser.add_argument("--device", default="auto", help='"auto" (default), "cpu", "cuda", "cuda:N", "mps"')
+    parser.add_argument(
+        "--timings",
+        action="store_true",
+        help="print to stderr how long loading, compiling and sampling took, and the sampling rate in bytes/s",
+    )
     parser.set_defaults(func=run_generate)
 
 
@@ -84,14 +90,16 @@ def sampler_flags(args) -> dict:
 
 
 def run_generate(args) -> int:
-    from charlm.generate import Utf8Writer, build_sampler, should_compile
+    from charlm.generate import build_sampler, should_compile
     from charlm.loading import load_model
     from charlm.memory_estimate import check_generation
 
     prompt = read_prompt(args)
     sampler = sampler_flags(args)
     build_sampler(**sampler)  # a bad chain fails before the model loads
+    started = time.perf_counter()
     lm = load_model(args.checkpoint, args.device)
+    loaded = time.perf_counter()
     job = getattr(lm.runner, "job", None)
     held = len(prompt) + args.max_new if args.num_samples > 1 else 0  # a batch is printed whole
     prefill = min(max(len(prompt), 1), lm.runner.max_len)  # the first pass reads the prompt's window
@@ -108,15 +116,52 @@ def run_generate(args) -> int:
         context_policy=args.context_policy,
         compile=compile,
     )
+    ready = time.perf_counter()
+    first: list[float] = []  # when the first byte came: the prompt's prefill (and a compiled step's build) before it
+    new_bytes = write_samples(args, prompt, _mark_first(chunks, first))
+    if args.timings:
+        end = time.perf_counter()
+        print(timings_line(loaded - started, ready, first, end, new_bytes, args.num_samples, compile), file=sys.stderr)
+    return 0
+
+
+def _mark_first(chunks, first: list[float]):
+    for chunk in chunks:
+        if not first:
+            first.append(time.perf_counter())
+        yield chunk
+
+
+def timings_line(
+    load: float, ready: float, first: list[float], end: float, new_bytes: int, samples: int, compiled: bool
+) -> str:
+    """``--timings``: the rate leaves out each sample's first byte and the wait for it."""
+    line = f"timings: load {load:.2f} s, {new_bytes:,} new bytes in {end - ready:.4f} s"
+    if not first:
+        return line
+    waited_for = "the prompt's prefill" + (" and the compile" if compiled else "")
+    line += f", the first after {first[0] - ready:.4f} s ({waited_for})"
+    after = new_bytes - samples
+    if after > 0 and end > first[0]:
+        line += f", then {after / (end - first[0]):,.1f} bytes/s"
+    return line
+
+
+def write_samples(args, prompt: bytes, chunks) -> int:
+    """Print the samples (one streamed as it comes, a batch each whole); the new bytes printed."""
+    from charlm.generate import Utf8Writer
+
     out = Utf8Writer(sys.stdout, raw=args.raw)
     echo = b"" if args.no_echo else prompt
-    if args.num_samples == 1:  # stream as it comes
+    if args.num_samples == 1:
         out.write(echo)
+        new_bytes = 0
         for chunk in chunks:
             out.write(chunk[0])
+            new_bytes += len(chunk[0])
         out.write(b"\n" if not args.raw else b"", final=True)
-        return 0
-    samples = [bytearray() for _ in range(args.num_samples)]  # a batch: print each sample whole
+        return new_bytes
+    samples = [bytearray() for _ in range(args.num_samples)]
     for chunk in chunks:
         for sample, part in zip(samples, chunk):
             sample += part
@@ -125,4 +170,4 @@ def run_generate(args) -> int:
             out.write(f"--- sample {i + 1} ---\n".encode())
         out.write(echo + bytes(sample))
         out.write(b"\n" if not args.raw else b"", final=True)
-    return 0
+    return sum(map(len, samples))
