@@ -23,7 +23,9 @@ block 256): nanoGPT's ``sample.py`` (re-runs the whole context per byte) against
 generate`` (KV cache), temperature 0.8, top-k 200; and ``charlm generate`` on each checkpoint's
 int8 export (``charlm export --format int8``: the 10.7M model is loaded int8-resident, so its
 decode steps read int8 weights). Each side runs twice, for few and for many bytes: the
-difference of the wall times cancels start-up and loading. Checkpoints: the
+difference of the wall times cancels start-up and loading. With ``--compile``, ``charlm
+generate --compile`` samples too (the AOT-compiled decode step); its build time varies by
+seconds, so its difference is of the sampling times ``--timings`` reports. Checkpoints: the
 trained one at the CPU shape; at 10.7M, one after a single step (speed does not depend on
 the weights).
 
@@ -48,13 +50,14 @@ NANO_CPU = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64}
 SHAPES = {"nanoGPT CPU": NANO_CPU, "10.7M": {"n_layer": 6, "n_head": 6, "n_embd": 384, "block_size": 256}}
 BATCH = 12
 ITER_LINE = re.compile(r"^iter (\d+): loss [-\d.naif]+, time ([\d.]+)ms", re.M)
+SAMPLING_LINE = re.compile(r"^timings: .* sampling ([\d.e+-]+) s for", re.M)
 
 
-def run(cmd: list, cwd: Path) -> str:
+def run(cmd: list, cwd: Path) -> subprocess.CompletedProcess:
     done = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"failed ({done.returncode}): {' '.join(map(str, cmd))}\n{done.stderr[-2000:]}")
-    return done.stdout
+    return done
 
 
 # ---------------------------------------------------------------- nanoGPT
@@ -76,7 +79,7 @@ class NanoGPT:
         flags = {**shape, "batch_size": BATCH, "device": "cpu", "compile": compile, "dtype": "float32",
                  "dropout": 0.0, "max_iters": steps, "lr_decay_iters": steps, "eval_interval": steps,
                  "eval_iters": 1, "log_interval": 1, "out_dir": out}  # fmt: skip
-        stdout = run([self.python, "train.py", "config/train_shakespeare_char.py", *_flags(flags)], self.dir)
+        stdout = run([self.python, "train.py", "config/train_shakespeare_char.py", *_flags(flags)], self.dir).stdout
         return [float(ms) / 1000 for _, ms in ITER_LINE.findall(stdout)]
 
     def sample(self, out: str, new: int) -> float:
@@ -127,10 +130,14 @@ class CharLM:
         run([self.python, "-m", "charlm", "export", "--format", "int8", "--checkpoint", out, "--out", f"{out}.int8"], self.dir)
         return f"{out}.int8"
 
-    def sample(self, out: str, new: int) -> float:
+    def sample(self, out: str, new: int, compile: bool = False) -> float:
+        """Seconds to sample ``new`` bytes: the run's wall time, or compiled, the sampling time that
+        ``--timings`` reports (the build, 20-30 s give or take seconds, would drown the difference)."""
         cmd = [self.python, "-m", "charlm", "generate", "--checkpoint", out, "--max-new", new, "--prompt", "\n",
-               "--temperature", 0.8, "--top-k", 200, "--no-compile", "--device", "cpu"]  # fmt: skip
-        return _timed(cmd, self.dir)
+               "--temperature", 0.8, "--top-k", 200, "--compile" if compile else "--no-compile", "--device", "cpu"]  # fmt: skip
+        if not compile:
+            return _timed(cmd, self.dir)
+        return float(SAMPLING_LINE.search(run([*cmd, "--timings"], self.dir).stderr)[1])
 
 
 # (row label, nanoGPT variant, CharLM variant): each CharLM variant against nanoGPT's like it
@@ -174,7 +181,7 @@ def main() -> None:
     parser.add_argument("--sample-bytes", type=int, nargs=2, default=[50, 550], metavar=("FEW", "MANY"))
     parser.add_argument("--python", default=sys.executable, help="interpreter for both sides")
     parser.add_argument("--bf16", action="store_true", help="also train CharLM under bf16 autocast (nanoGPT runs fp32 on a CPU)")
-    parser.add_argument("--compile", action="store_true", help="also train both sides torch.compile'd")
+    parser.add_argument("--compile", action="store_true", help="also train both sides torch.compile'd, and sample CharLM compiled")
     args = parser.parse_args()
     checkout, text = args.nanogpt.resolve(), args.text.resolve()
     if not (checkout / "train.py").is_file() or not (checkout / "data" / "shakespeare_char" / "prepare.py").is_file():
@@ -209,11 +216,15 @@ def main() -> None:
         # CharLM also samples its int8 export, which keeps the 10.7M model's weights int8
         charlm_int8 = {"nanoGPT CPU": sides["CharLM"].export_int8("train0"), "10.7M": sides["CharLM"].export_int8("big")}
         for shape, out in zip(SHAPES, ("train0", "big")):
-            samplers = {name: (side, out) for name, side in sides.items()} | {"CharLM int8": (sides["CharLM"], charlm_int8[shape])}
+            samplers = {name: (side, out, {}) for name, side in sides.items()}
+            samplers["CharLM int8"] = (sides["CharLM"], charlm_int8[shape], {})
+            if args.compile:
+                samplers["CharLM compiled"] = (sides["CharLM"], out, {"compile": True})
             rates = {name: [] for name in samplers}
             for _ in range(args.rounds):
-                for name, (side, checkpoint) in samplers.items():
-                    rates[name].append((many - few) / (side.sample(checkpoint, many) - side.sample(checkpoint, few)))
+                for name, (side, checkpoint, options) in samplers.items():
+                    seconds = side.sample(checkpoint, many, **options) - side.sample(checkpoint, few, **options)
+                    rates[name].append((many - few) / seconds)
             sample_rate[shape] = {name: statistics.median(r) for name, r in rates.items()}
 
     print(f"\n{'measure':<66} {'nanoGPT':>10} {'CharLM':>10} {'ratio':>7}")
@@ -222,9 +233,13 @@ def main() -> None:
     rows += [(f"sample bytes/s, batch 1 ({shape})", rate["nanoGPT"], rate["CharLM"]) for shape, rate in sample_rate.items()]
     rows += [(f"sample bytes/s, batch 1 ({shape}), CharLM's int8 export", rate["nanoGPT"], rate["CharLM int8"])
              for shape, rate in sample_rate.items()]  # fmt: skip
+    rows += [(f"sample bytes/s, batch 1 ({shape}), CharLM compiled", rate["nanoGPT"], rate["CharLM compiled"])
+             for shape, rate in sample_rate.items() if "CharLM compiled" in rate]  # fmt: skip
     for label, nano, charlm in rows:
         print(f"{label:<66} {nano:>10,.0f} {charlm:>10,.0f} {charlm / nano:>6.2f}x")
     print(f"\nsampling: {few} and {many} bytes per run, rate = {many - few} / difference of wall times")
+    if args.compile:
+        print("CharLM compiled: of the sampling times `charlm generate --timings` reports (the step's build is left out)")
 
 
 if __name__ == "__main__":
