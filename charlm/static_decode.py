@@ -8,8 +8,8 @@ model's step with every shape fixed: the KV caches are read at their full capaci
 mask, the position is a tensor, so ``torch.export`` captures one graph and AOTInductor
 compiles it to a C++ program (its small matmuls as generated C++ kernels, not library calls).
 
-It serves models of the built-in transformer blocks with ``gqa`` attention and rotary or no
-positional encoding (``static_step_support`` says why another model is not served; its
+It serves models of the built-in transformer blocks with ``gqa`` attention and rotary,
+learned or no positional encoding (``static_step_support`` says why another model is not served; its
 runner then uses ``torch.compile``). The step reads and writes the ``KVCache`` tensors that
 the model's own prefill filled, so prefill stays the model's forward.
 """
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from charlm.builtin.gqa import GroupedQueryAttention
-from charlm.builtin.positional_encodings import NoPositional, Rotary, rotate_half_split
+from charlm.builtin.positional_encodings import LearnedAbsolute, NoPositional, Rotary, rotate_half_split
 from charlm.builtin.transformer_block import TransformerBlock
 
 # Inductor's own C++ GEMM kernels for the matmuls, without autotuning against the BLAS library
@@ -36,8 +36,8 @@ def static_step_support(model: nn.Module, device: torch.device) -> str | None:
     """None when ``StaticDecodeStep`` can run ``model``; else why not."""
     if device.type != "cpu":
         return f"it runs on the CPU only, not {device.type}"
-    if not isinstance(model.positional, (Rotary, NoPositional)):
-        return f"positional encoding {type(model.positional).__name__} is not rotary or none"
+    if not isinstance(model.positional, (Rotary, LearnedAbsolute, NoPositional)):
+        return f"positional encoding {type(model.positional).__name__} is not rotary, learned or none"
     for i, block in enumerate(model.blocks):
         if type(block) is not TransformerBlock or type(block.attn) is not GroupedQueryAttention:
             return f"block {i} is not a transformer block with gqa attention"
@@ -51,7 +51,8 @@ class StaticDecodeStep(nn.Module):
 
     ``keys``/``values``: each block's ``KVCache.k``/``.v`` [B, H_kv, capacity, D], written at
     ``pos`` in place; ``before``: the n-gram state (the model's last state entry). ``pos`` is
-    both the rotary position and the cache slot, as in ``ModelRunner``, whose windows start at 0.
+    both the position (rotary or learned) and the cache slot, as in ``ModelRunner``, whose windows
+    start at 0.
     """
 
     def __init__(self, model: nn.Module):
@@ -65,6 +66,8 @@ class StaticDecodeStep(nn.Module):
             x = x + model.ngram(token, before)
             before = model.ngram.next_state(before, token)
         slot = pos.view(1)
+        if isinstance(model.positional, LearnedAbsolute):
+            x = x + model.positional.table.weight.index_select(0, slot)
         visible = torch.arange(keys[0].shape[2], device=token.device) <= pos  # the keys written so far
         for block, k_cache, v_cache in zip(model.blocks, keys, values):
             x = x + self._attend(block.attn, block.norm_attn(x), slot, visible, k_cache, v_cache)

@@ -59,11 +59,24 @@ def test_the_static_step_samples_what_the_model_samples_across_windows():
     assert [s.length for s in state[0][:-1]] == [13, 13]  # the caches count what the step wrote
 
 
+def test_a_gpt2_like_model_steps_statically_as_its_own_step():
+    """Learned positions, LayerNorm, a GELU MLP, a tied head, full attention without QK-norm:
+    the shape bench/vs_nanogpt.py trains like for like."""
+    model = random_model(
+        16, n_head=2, positional="learned", norm="layernorm", mlp="gelu", tie_embeddings=True,
+        attention={"kind": "gqa", "qk_norm": False},
+    )  # fmt: skip
+    eager, compiled = ModelRunner(model), ModelRunner(model)
+    compiled.compile()
+    assert compiled.decode is model
+    assert sampled(compiled, 16, 40) == sampled(eager, 16, 40)  # re-windows at learned position 0 again
+    assert set(compiled.static_steps) == {1}
+
+
 @pytest.mark.parametrize(
     "options, reason",
     [
         ({"positional": "alibi"}, "positional encoding ALiBi"),
-        ({"positional": "learned"}, "positional encoding LearnedAbsolute"),
         ({"n_layer": 2, "plugin_block": 1}, "block 1 is not a transformer block"),
     ],
 )
