@@ -47,7 +47,7 @@ def test_the_static_step_samples_what_the_model_samples_across_windows():
 
     expected = sampled(eager, 24, 70, samples=2)
     assert sampled(compiled, 24, 70, samples=2) == expected  # 70 bytes through a 24-byte window: several re-encodes
-    assert set(compiled.static_steps) == {2}  # one program, built at the first step
+    assert set(compiled.static_steps) == {2}  # one program, built at the first prefill
 
     logits_eager, state_eager = eager.start(torch.tensor([[1, 2, 3], [4, 5, 6]]))
     logits, state = compiled.start(torch.tensor([[1, 2, 3], [4, 5, 6]]))

@@ -54,7 +54,8 @@ def add_parser(sub):
     parser.add_argument(
         "--timings",
         action="store_true",
-        help="print to stderr how long loading, compiling and sampling took, and the sampling rate in bytes/s",
+        help="print to stderr the seconds spent loading, until the first new byte (the prefill; with --compile, the"
+        " build) and in all, and the bytes/s after the first",
     )
     parser.set_defaults(func=run_generate)
 
