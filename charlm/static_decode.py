@@ -9,9 +9,9 @@ mask, the position is a tensor, so ``torch.export`` captures one graph and AOTIn
 compiles it to a C++ program (its small matmuls as generated C++ kernels, not library calls).
 
 It serves models of the built-in transformer blocks with ``gqa`` attention and rotary,
-learned or no positional encoding (``static_step_support`` says why another model is not served; its
-runner then uses ``torch.compile``). The step reads and writes the ``KVCache`` tensors that
-the model's own prefill filled, so prefill stays the model's forward.
+learned or no positional encoding (``static_step_support`` says why another model is not
+served; its runner then uses ``torch.compile``). The step reads and writes the ``KVCache``
+tensors that the model's own prefill filled, so prefill stays the model's forward.
 """
 
 from __future__ import annotations
