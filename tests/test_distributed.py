@@ -1,4 +1,4 @@
-"""Several processes (real torchrun or a hand launch, gloo on CPU): launches that never abort or hang,
+"""Several processes (real torchrun or a hand launch, gloo on CPU): rank 0 alone judging the run directory,
 per-step losses equal to one process, checkpoints that move between world sizes, exact sharded
 evaluation, a signal to one rank, a rank that dies."""
 
@@ -72,16 +72,17 @@ def torchrun(*args: str, nproc: int = 2, timeout: float = 120) -> subprocess.Com
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=ENV)
 
 
-def launch_ranks(*args: str, world: int = 2) -> list[subprocess.Popen]:
-    """The ranks of a job started by hand with torch.distributed's variables: each pid is ours to signal."""
+def launch_ranks(*args: str, world: int = 2, cwds: list[Path] | None = None) -> list[subprocess.Popen]:
+    """The ranks of a job started by hand with torch.distributed's variables: each pid is ours to signal.
+    ``cwds``: each rank's working directory (as on hosts that do not share one), else the repository."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     common = {**ENV, "WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     return [
         subprocess.Popen(
-            [sys.executable, "-m", "charlm", *args], cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env={**common, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+            [sys.executable, "-m", "charlm", *args], cwd=cwds[rank] if cwds else ROOT, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**common, "RANK": str(rank), "LOCAL_RANK": str(rank)},
         )
         for rank in range(world)
     ]
@@ -114,21 +115,28 @@ def wait_for_step(out_dir: Path, step: int, procs: list[subprocess.Popen], timeo
     raise AssertionError(f"no step {step} within {timeout} s")
 
 
-def test_repeated_launches_never_abort_or_hang(corpus, tmp_path):
-    """Two ranks started at once, twelve times (torchrun's agent adds a third interpreter: the
-    other tests use it). A rank that read the run directory after rank 0 began to write it once
-    refused the run as "already holds a run" and aborted the launch. Four launches run side by
-    side, each in its own directory on its own port: the ranks of each launch contend for the
-    cores as on a busy machine, and the suite stays short (every rank imports torch: 2.4 s here)."""
-    for first in range(0, 12, 4):
-        launches = {}
-        for i in range(first, first + 4):
-            job = write_job(corpus, tmp_path / f"run{i}", max_steps=1, **{"checkpoint.every": 0})
-            launches[i] = launch_ranks("run", str(job))
-        for i, ranks in launches.items():
-            outs = [p.communicate(timeout=240) for p in ranks]
-            assert [p.returncode for p in ranks] == [0, 0], f"launch {i}: {outs}"
-            assert load_checkpoint(tmp_path / f"run{i}/checkpoints/last.pt")["step"] == 1
+def test_rank_zero_alone_decides_whether_the_directory_holds_a_run(corpus, tmp_path):
+    """A rank that looked at the run directory after rank 0 began to write it once refused the run
+    as "already holds a run" and aborted the launch (1 launch in 12, at random). Here the race is
+    made certain: the job's out_dir is relative and rank 1 starts in a directory where it already
+    holds a run, rank 0 in an empty one. Rank 0's verdict must be the one every rank acts on."""
+    job = tmp_path / "job.toml"
+    raw = job_dict(corpus, Path("run"), max_steps=1, **{"checkpoint.every": 0})
+    job.write_text(config_to_toml(config_from_dict(raw, world_size=1)))
+    empty, held, fresh = (tmp_path / name for name in ("empty", "held", "fresh"))
+    for path in (empty, held / "run", fresh):
+        path.mkdir(parents=True)
+    (held / "run/metrics.jsonl").write_text('{"step": 1, "loss": 5.0}\n')
+    ranks = launch_ranks("run", str(job), cwds=[empty, held])
+    outs = [p.communicate(timeout=240) for p in ranks]
+    assert [p.returncode for p in ranks] == [0, 0], outs
+    assert load_checkpoint(empty / "run/checkpoints/last.pt")["step"] == 1
+    assert not (held / "run/checkpoints").exists()
+    # and the other way: rank 0 sees a run, so both ranks stop with its message
+    ranks = launch_ranks("run", str(job), cwds=[held, fresh])
+    outs = [p.communicate(timeout=240) for p in ranks]
+    assert [p.returncode for p in ranks] == [2, 2], outs
+    assert all("already holds a run" in err for _, err in outs)
 
 
 def test_ddp_steps_equal_one_process_and_checkpoints_move_between_world_sizes(corpus, tmp_path):
