@@ -93,6 +93,9 @@ class ModelConfig:
     zero_init_projections: bool = True  # attention/MLP output projections start at zero
     # rows of the hashed 2-gram, 3-gram, ... embeddings added to the byte embedding (charlm/ngram.py)
     ngram_buckets: list[int] = attrs.field(factory=list, validator=_ngram_buckets)
+    # each table fills its own d_model / len(ngram_buckets) dimensions (concatenated) instead of all of
+    # them (summed): the same bytes hold len(ngram_buckets) times the rows
+    ngram_split: bool = False
 
     @property
     def kv_heads(self) -> int:
@@ -234,6 +237,10 @@ def validate_job(job: JobConfig, world_size: int | None = None) -> JobConfig:
         raise ConfigError(f"model.n_head: {m.n_head} does not divide d_model={m.d_model}")
     if m.n_head % m.kv_heads:
         raise ConfigError(f"model.n_kv_head: {m.kv_heads} does not divide n_head={m.n_head}")
+    if m.ngram_split and m.ngram_buckets and m.d_model % len(m.ngram_buckets):
+        raise ConfigError(
+            f"model.ngram_split: {len(m.ngram_buckets)} n-gram tables cannot share d_model={m.d_model} equally"
+        )
     if m.layers is not None and len(m.layers) != m.n_layer:
         raise ConfigError(f"model.layers: {len(m.layers)} layers listed but n_layer={m.n_layer}")
     per_step = job.micro_batch_size * job.seq_len * world_size

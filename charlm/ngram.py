@@ -11,6 +11,11 @@ whose codes differ by a multiple of the table size do not collide in a pattern. 
 before a sequence's first are 0, the document separator of ``data prepare``, so training
 windows, evaluation windows and a fresh generation all start the same way; decoding
 carries the last bytes as state.
+
+With ``split`` each table is ``d_model / len(buckets)`` wide and the tables' rows are
+concatenated, not summed: each n-gram order writes its own dimensions, and the same bytes
+of memory (and of AdamW's passes over them) hold ``len(buckets)`` times the rows, so fewer
+n-grams collide.
 """
 
 from __future__ import annotations
@@ -32,10 +37,12 @@ def bucket_of(code: torch.Tensor, buckets: int) -> torch.Tensor:
 
 
 class NgramEmbedding(nn.Module):
-    def __init__(self, buckets: list[int], d_model: int):
+    def __init__(self, buckets: list[int], d_model: int, split: bool = False):
         super().__init__()
         self.context = len(buckets)  # bytes before the current one that the longest n-gram reads
-        self.tables = nn.ModuleList(nn.Embedding(rows, d_model) for rows in buckets)
+        self.split = split
+        dim = d_model // len(buckets) if split else d_model
+        self.tables = nn.ModuleList(nn.Embedding(rows, dim) for rows in buckets)
         for table in self.tables:
             nn.init.zeros_(table.weight)  # the n-grams have no say until they learn one
         # the hash's weight of the byte ``back`` positions back, and each table's rows (derived: not saved)
@@ -54,6 +61,8 @@ class NgramEmbedding(nn.Module):
         # sum of byte * BASE^back, then one modulo; exact, as the sums stay below 2^43
         codes = (back * self.powers).cumsum(dim=-1)[..., 1:] % PRIME
         rows = bucket_of(codes, self.rows)
+        if self.split:
+            return torch.cat([table(rows[..., i]) for i, table in enumerate(self.tables)], dim=-1)
         out = 0
         for i, table in enumerate(self.tables):
             out = out + table(rows[..., i])

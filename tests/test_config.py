@@ -69,6 +69,7 @@ def test_defaults_resolve_every_component():
         ({"scheduler__warmup_steps": -1}, "scheduler.warmup_steps: must be >= 0, got -1"),
         ({"model__n_layer": 0}, "model.n_layer: must be > 0, got 0"),
         ({"model__ngram_buckets": "[8192, 0]"}, "model.ngram_buckets: each table needs 1 to 16777216 rows, got 0"),
+        ({"model__ngram_split": "true", "model__ngram_buckets": "[8, 8, 8]"}, "model.ngram_split: 3 n-gram tables cannot share d_model=64 equally"),
         ({"precision": '"fp8"'}, "precision: expected one of 'fp32', 'bf16', 'fp16', 'auto', got 'fp8'"),
         ({"compile": '"yes"'}, "compile:"),
         ({"max_time": '"soon"'}, "max_time: cannot read 'soon' as a duration"),

@@ -40,6 +40,16 @@ def test_small_50m_estimate_is_a_few_gib():
     assert 2 << 30 < total < 8 << 30
 
 
+def test_split_ngram_tables_count_their_narrow_rows():
+    """The recipe's four tables, split: each a quarter of d_model wide, so a quarter of the bytes."""
+    sizes = {}
+    for split in ("false", "true"):
+        job = load_config(lookup("micro").path, ['device="cpu"', f"model.ngram_split={split}"])
+        (term,) = [t for t in memory_estimate._training_terms(job) if t.key == "model.ngram_buckets"]
+        sizes[split] = term.nbytes
+    assert sizes["false"] == 4 * sizes["true"] > 0
+
+
 def test_a_job_is_refused_where_the_device_is_too_small(monkeypatch, corpus, tmp_path):
     job = write_job(corpus, tmp_path)
     assert charlm_main("config", "validate", job).returncode == 0

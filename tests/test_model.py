@@ -48,6 +48,7 @@ BUILTIN_CONFIGS = {
     "rope-theta-gqa": {"positional": {"kind": "rope", "theta": 500.0}, "n_kv_head": 2},
     "ngram-2": {"ngram_buckets": [512]},
     "ngram-2-3-4-untied": {"ngram_buckets": [512, 1024, 64], "tie_embeddings": False},
+    "ngram-split": {"ngram_buckets": [512, 1024], "ngram_split": True},
 }
 
 
@@ -123,6 +124,20 @@ def test_ngram_tables_are_lookups_not_matmuls():
     assert model.num_parameters(non_embedding=True) == plain.num_parameters(non_embedding=True)
     assert model.flops_per_byte(64) == plain.flops_per_byte(64)
     assert {"ngram.tables.0.weight", "ngram.tables.1.weight"} <= model.no_weight_decay()
+
+
+def test_split_ngram_tables_each_fill_their_own_dimensions():
+    model = randomised(model_config(ngram_buckets=[512, 1024, 64, 64], ngram_split=True))
+    assert [tuple(t.weight.shape) for t in model.ngram.tables] == [(512, 8), (1024, 8), (64, 8), (64, 8)]
+    assert model.num_parameters() == ByteLM(model_config(), 32).num_parameters() + (512 + 1024 + 64 + 64) * 8
+    idx = torch.randint(0, 256, (2, 10))
+    before = model.ngram.init_state(2, "cpu")
+    full = model.ngram(idx, before)
+    with torch.no_grad():
+        model.ngram.tables[2].weight.zero_()  # the 4-grams' table: dimensions 16 to 23, and only those
+    out = model.ngram(idx, before)
+    assert torch.equal(out[..., :16], full[..., :16]) and torch.equal(out[..., 24:], full[..., 24:])
+    assert not out[..., 16:24].any() and full[..., 16:24].abs().min() > 0
 
 
 def test_ngram_hash_spreads_every_bigram_evenly_and_breaks_patterns():
