@@ -102,6 +102,11 @@ class ModelConfig:
         return self.n_kv_head or self.n_head
 
     @property
+    def ngram_width(self) -> int:
+        """Each n-gram table's width: d_model, or its share of d_model when the tables are split."""
+        return self.d_model // len(self.ngram_buckets) if self.ngram_split and self.ngram_buckets else self.d_model
+
+    @property
     def head_dim(self) -> int:
         return self.d_model // self.n_head
 

@@ -11,7 +11,7 @@ It counts, in bytes:
   (q and out: d_model^2 each; k and v: d_model * n_kv_head * head_dim each) and a gated MLP
   (3 * d_model * hidden, hidden 8/3 d_model unless ``model.mlp.hidden``); a plugin block is
   counted as this one. Plus the byte embedding, the untied head and the n-gram tables
-  (``sum(ngram_buckets) * d_model``, or ``/ len(ngram_buckets)`` with ``ngram_split``);
+  (``sum(ngram_buckets) * ngram_width``);
 - gradients: one fp32 value per parameter (the n-gram tables' gradient is dense);
 - optimizer state: AdamW two values per parameter; Muon one for the blocks' matrices and
   AdamW's two for the rest; an optimizer from a plugin none (unknown);
@@ -139,7 +139,7 @@ def _block_params(m) -> tuple[int, str]:
 def _training_terms(job) -> list[Term]:
     m = job.model
     blocks, block_key = _block_params(m)
-    ngram = sum(m.ngram_buckets) * (m.d_model // len(m.ngram_buckets) if m.ngram_split and m.ngram_buckets else m.d_model)
+    ngram = sum(m.ngram_buckets) * m.ngram_width
     embed = VOCAB * m.d_model * (1 if m.tie_embeddings else 2)
     block_states, states = OPTIMIZER_STATES.get(job.optimizer.kind, (0, 0))
     act_size = 2 if job.precision in ("bf16", "fp16") else FP32  # "auto" may be fp32: the larger size

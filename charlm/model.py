@@ -54,7 +54,7 @@ class ByteLM(nn.Module):
         self.cfg = cfg
         self.max_len = max_len
         self.embed = nn.Embedding(VOCAB_SIZE, cfg.d_model)
-        self.ngram = NgramEmbedding(cfg.ngram_buckets, cfg.d_model, cfg.ngram_split) if cfg.ngram_buckets else None
+        self.ngram = NgramEmbedding(cfg.ngram_buckets, cfg.ngram_width, cfg.ngram_split) if cfg.ngram_buckets else None
         # one positional encoding shared by every block: a learned table is stored once
         self.positional = registry.create("positional", cfg.positional, model=cfg, max_len=max_len)
         self.blocks = nn.ModuleList(

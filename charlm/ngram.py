@@ -12,8 +12,8 @@ before a sequence's first are 0, the document separator of ``data prepare``, so 
 windows, evaluation windows and a fresh generation all start the same way; decoding
 carries the last bytes as state.
 
-With ``split`` each table is ``d_model / len(buckets)`` wide and the tables' rows are
-concatenated, not summed: each n-gram order writes its own dimensions, and the same bytes
+With ``split`` each table is ``d_model / len(buckets)`` wide (``dim``) and the tables' rows
+are concatenated, not summed: each n-gram order writes its own dimensions, and the same bytes
 of memory (and of AdamW's passes over them) hold ``len(buckets)`` times the rows, so fewer
 n-grams collide.
 """
@@ -37,11 +37,11 @@ def bucket_of(code: torch.Tensor, buckets: int) -> torch.Tensor:
 
 
 class NgramEmbedding(nn.Module):
-    def __init__(self, buckets: list[int], d_model: int, split: bool = False):
+    def __init__(self, buckets: list[int], dim: int, split: bool = False):
+        """``dim``: each table's width (``ModelConfig.ngram_width``), d_model when not ``split``."""
         super().__init__()
         self.context = len(buckets)  # bytes before the current one that the longest n-gram reads
         self.split = split
-        dim = d_model // len(buckets) if split else d_model
         self.tables = nn.ModuleList(nn.Embedding(rows, dim) for rows in buckets)
         for table in self.tables:
             nn.init.zeros_(table.weight)  # the n-grams have no say until they learn one
