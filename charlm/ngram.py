@@ -61,12 +61,8 @@ class NgramEmbedding(nn.Module):
         # sum of byte * BASE^back, then one modulo; exact, as the sums stay below 2^43
         codes = (back * self.powers).cumsum(dim=-1)[..., 1:] % PRIME
         rows = bucket_of(codes, self.rows)
-        if self.split:
-            return torch.cat([table(rows[..., i]) for i, table in enumerate(self.tables)], dim=-1)
-        out = 0
-        for i, table in enumerate(self.tables):
-            out = out + table(rows[..., i])
-        return out
+        parts = [table(rows[..., i]) for i, table in enumerate(self.tables)]
+        return torch.cat(parts, dim=-1) if self.split else sum(parts)
 
     def init_state(self, batch: int, device) -> torch.Tensor:
         return torch.zeros(batch, self.context, dtype=torch.long, device=device)
